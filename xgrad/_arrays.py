@@ -1,0 +1,58 @@
+"""Small array helpers shared by every module; one code path for all backends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from xgrad.backends import Backend, resolve_backend
+from xgrad.backends._base import DtypeLike
+from xgrad.backends._registry import backend_of
+
+__all__ = ["as_float_array", "is_array", "to_numpy"]
+
+
+def is_array(x: Any) -> bool:
+    """Whether ``x`` is an array of a registered backend."""
+    return backend_of(x, strict=False) is not None
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy an array of any backend (any device) to a NumPy array, explicitly.
+
+    >>> to_numpy([1.0, 2.0])
+    array([1., 2.])
+    """
+    owner = backend_of(x, strict=False)
+    if owner is None:
+        return np.asarray(x)
+    return owner.to_numpy(x)
+
+
+def as_float_array(
+    x: Any, *, backend: str | Backend | None = None, dtype: DtypeLike = None, name: str = "x"
+) -> tuple[Any, Backend]:
+    """``x`` as a real floating array of its backend (or of ``backend``).
+
+    Integer and boolean input is promoted to ``dtype`` (default float64): the book's code
+    computes garbage gradients on integer arrays. Floating input keeps its precision unless
+    ``dtype`` is given. Complex input is refused with an error naming ``name``.
+    """
+    b = resolve_backend(backend, x)
+    if b.owns(x):
+        kind = b.dtype_name(x.dtype)
+    else:
+        host = np.asarray(x) if not is_array(x) else to_numpy(x)
+        kind = host.dtype.name
+        x = host
+    if kind.startswith("complex"):
+        raise TypeError(f"{name}: expected a real array, found dtype {kind}")
+    if kind not in ("float32", "float64") and not (kind.startswith(("int", "uint")) or kind == "bool"):
+        raise TypeError(f"{name}: expected a numeric array, found dtype {kind}")
+    if dtype is None:
+        target = kind if kind in ("float32", "float64") else None
+        target_dtype = b.float_dtype(target)
+    else:
+        target_dtype = b.float_dtype(dtype)
+    return b.asarray(x, dtype=target_dtype), b

@@ -1,0 +1,34 @@
+"""Backend registry: array libraries and devices, chosen by name.
+
+>>> import xgrad
+>>> b = xgrad.get_backend("numpy")
+>>> b.name, b.device_label
+('numpy', 'cpu')
+"""
+
+from xgrad.backends._base import Backend, BackendUnavailableError
+from xgrad.backends._registry import (
+    BackendEntry,
+    available_backends,
+    backend_of,
+    get_backend,
+    register_backend,
+    registered_backends,
+    resolve_backend,
+    set_backend,
+    use_backend,
+)
+
+__all__ = [
+    "Backend",
+    "BackendEntry",
+    "BackendUnavailableError",
+    "available_backends",
+    "backend_of",
+    "get_backend",
+    "register_backend",
+    "registered_backends",
+    "resolve_backend",
+    "set_backend",
+    "use_backend",
+]

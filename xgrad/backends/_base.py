@@ -1,0 +1,186 @@
+"""The `Backend` object: one array library on one device, behind the array API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Backend", "BackendUnavailableError", "DtypeLike"]
+
+DtypeLike = Any  # "float32", "float64", a NumPy dtype, or a namespace dtype
+
+
+class BackendUnavailableError(ImportError):
+    """A registered backend cannot be used here: not installed, or installed but unusable.
+
+    The message names the backend, the reason and, where it helps, the pip extra to install.
+    """
+
+
+_FLOAT_NAMES = ("float32", "float64")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Backend:
+    """An array library on one device, seen through its array API namespace.
+
+    Backends are made by :func:`xgrad.get_backend`; this class is what it returns.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``"numpy"``, ``"torch"``, ``"array_api_strict"``.
+    xp : module
+        The array API namespace (from ``array_api_compat``) of the library.
+    device : object
+        The library's own device object; every array the backend creates lives there.
+    device_label : str
+        Short device name as used in backend specs (``"cpu"``, ``"cuda:0"``, ``"device1"``).
+    library : str
+        Import name of the array library.
+    """
+
+    name: str
+    xp: ModuleType
+    device: Any
+    device_label: str
+    library: str
+    version: str
+    device_name: str = ""
+    _float64_error: Callable[[], str | None] = field(default=lambda: None)
+    _to_numpy: Callable[[Any], np.ndarray] = field(default=np.asarray)
+    _synchronize: Callable[[tuple[Any, ...]], None] = field(default=lambda arrays: None)
+    _owns: Callable[[Any], bool] = field(default=lambda x: False)
+
+    # -- identity -----------------------------------------------------------------------
+    @property
+    def spec(self) -> str:
+        """``"name:device"``, accepted by :func:`xgrad.get_backend`."""
+        return f"{self.name}:{self.device_label}"
+
+    @property
+    def id(self) -> str:
+        """``"name-device"``: the test-matrix id of this backend."""
+        return f"{self.name}-{self.device_label}"
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r}, device={self.device_label!r}, {self.library} {self.version})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Backend) and (self.name, self.device_label) == (
+            other.name,
+            other.device_label,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.device_label))
+
+    def info(self) -> dict[str, str]:
+        """Library, version, device and default dtype, for bug reports."""
+        return {
+            "backend": self.name,
+            "library": self.library,
+            "version": self.version,
+            "device": self.device_label,
+            "device_name": self.device_name or self.device_label,
+            "default_dtype": "float64" if self.supports_float64 else "float32 (float64 off)",
+        }
+
+    # -- dtypes -------------------------------------------------------------------------
+    @property
+    def float64_error(self) -> str | None:
+        """None if float64 works here, else why not (JAX without x64)."""
+        return self._float64_error()
+
+    @property
+    def supports_float64(self) -> bool:
+        return self.float64_error is None
+
+    def float_dtype(self, dtype: DtypeLike = None) -> Any:
+        """Resolve ``dtype`` (None -> float64) to this namespace's real floating dtype.
+
+        Raises
+        ------
+        ValueError
+            If ``dtype`` is not a real floating dtype, or float64 is asked for where the
+            backend cannot provide it (JAX without x64).
+        """
+        name = self.dtype_name(dtype if dtype is not None else "float64")
+        if name not in _FLOAT_NAMES:
+            raise ValueError(f"dtype: expected 'float32' or 'float64', found {dtype!r}")
+        if name == "float64" and self.float64_error is not None:
+            raise ValueError(f"dtype: float64 is not available on {self.name}: {self.float64_error}")
+        return getattr(self.xp, name)
+
+    def dtype_name(self, dtype: DtypeLike) -> str:
+        """Canonical name (``"float32"``, ``"int64"``, ...) of any dtype spelling."""
+        if isinstance(dtype, str):
+            return np.dtype(dtype).name
+        for candidate in ("float32", "float64", "complex64", "complex128", "int32", "int64", "bool"):
+            if dtype == getattr(self.xp, candidate, None):
+                return candidate
+        try:
+            return np.dtype(dtype).name
+        except TypeError:
+            return str(dtype)
+
+    # -- arrays -------------------------------------------------------------------------
+    def owns(self, x: Any) -> bool:
+        """Whether ``x`` is an array of this backend's library (any device)."""
+        return bool(self._owns(x))
+
+    def asarray(self, obj: Any, dtype: DtypeLike = None, *, copy: bool | None = None) -> Any:
+        """Convert ``obj`` to an array of this backend, on its device.
+
+        Python floats and float lists become float64 (torch and JAX would make float32);
+        arrays of other libraries travel through host memory explicitly.
+        """
+        xp = self.xp
+        if dtype is not None and not _is_native_dtype(xp, dtype):
+            dtype = getattr(xp, self.dtype_name(dtype))
+        if not self.owns(obj):
+            host = _to_host(obj)
+            if dtype is None and host.dtype.kind == "f" and host.dtype.itemsize == 8:
+                dtype = self.float_dtype(None)
+            obj = host
+            copy = None  # host copy already made where needed
+        elif dtype is not None and self.dtype_name(dtype) == "float64":
+            self.float_dtype("float64")
+        out = xp.asarray(obj, dtype=dtype, device=self.device, copy=copy)
+        return out
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """Copy ``x`` (an array of this backend) to a NumPy array on the host, explicitly."""
+        if isinstance(x, np.ndarray | np.generic | float | int | complex | bool):
+            return np.asarray(x)
+        return np.asarray(self._to_numpy(x))
+
+    def synchronize(self, *arrays: Any) -> None:
+        """Wait until queued device work is done (for timing on GPUs); a no-op on CPUs.
+
+        Libraries without a device-wide barrier (JAX) wait for the ``arrays`` given.
+        """
+        self._synchronize(arrays)
+
+
+def _is_native_dtype(xp: ModuleType, dtype: Any) -> bool:
+    return not isinstance(dtype, str | np.dtype | type)
+
+
+def _to_host(obj: Any) -> np.ndarray:
+    """Host copy of a Python object or of a foreign array, without implicit GPU transfers."""
+    if isinstance(obj, np.ndarray | np.generic):
+        return np.asarray(obj)
+    # Import here: the registry is only needed for foreign arrays.
+    from xgrad.backends._registry import backend_of
+
+    if isinstance(obj, float | int | complex | bool | list | tuple):
+        return np.asarray(obj)
+    owner = backend_of(obj, strict=False)
+    if owner is not None:
+        return owner.to_numpy(obj)
+    return np.asarray(obj)

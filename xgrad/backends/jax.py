@@ -1,0 +1,112 @@
+"""JAX (CPU or GPU). Arrays are immutable; float64 needs ``jax_enable_x64``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from xgrad.backends._base import Backend, BackendUnavailableError
+from xgrad.backends._registry import BackendEntry
+
+X64_HINT = (
+    "JAX computes in float32 unless x64 is enabled: set JAX_ENABLE_X64=1 before starting "
+    "Python or call jax.config.update('jax_enable_x64', True) before creating arrays "
+    "(or pass dtype='float32')"
+)
+
+
+def _owns(x: Any) -> bool:
+    if "jax" not in sys.modules:
+        return False
+    from array_api_compat import is_jax_array
+
+    return bool(is_jax_array(x))
+
+
+def _label(dev: Any) -> str:
+    if dev.platform == "cpu":
+        return "cpu" if dev.id == 0 else f"cpu:{dev.id}"
+    return f"cuda:{dev.id}" if dev.platform in ("gpu", "cuda") else f"{dev.platform}:{dev.id}"
+
+
+def device_label(x: Any) -> str:
+    (dev,) = x.devices()
+    return _label(dev)
+
+
+def _find_device(device: str | None) -> Any:
+    import jax
+
+    if device is None:
+        return jax.devices()[0]
+    platform, _, index = device.partition(":")
+    platform = {"cuda": "gpu"}.get(platform, platform)
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError as exc:
+        raise BackendUnavailableError(
+            f"backend 'jax' cannot use device {device!r}: {exc}"
+        ) from None
+    i = int(index) if index else 0
+    if not 0 <= i < len(devices):
+        raise BackendUnavailableError(
+            f"backend 'jax' cannot use device {device!r}: {len(devices)} {platform} device(s)"
+        )
+    return devices[i]
+
+
+def _matrix_devices() -> list[str]:
+    return ["cpu", "cuda:0"]
+
+
+def _devices() -> list[str]:
+    import jax
+
+    return [_label(d) for d in jax.devices("cpu")] + [
+        _label(d) for d in jax.devices() if d.platform != "cpu"
+    ]
+
+
+def create(device: str | None) -> Backend:
+    import jax
+    import jax.numpy as xp
+    import numpy as np
+
+    dev = _find_device(device)
+
+    def float64_error() -> str | None:
+        # Read at each use: users may enable x64 after the backend was created.
+        return None if jax.config.jax_enable_x64 else X64_HINT
+
+    def sync(arrays: tuple[Any, ...]) -> None:
+        for x in arrays:
+            if _owns(x):
+                x.block_until_ready()
+
+    def to_numpy(x: Any) -> np.ndarray:
+        return np.asarray(jax.device_get(x))
+
+    return Backend(
+        name="jax",
+        xp=xp,
+        device=dev,
+        device_label=_label(dev),
+        library="jax",
+        version=jax.__version__,
+        device_name=getattr(dev, "device_kind", str(dev)),
+        _float64_error=float64_error,
+        _to_numpy=to_numpy,
+        _synchronize=sync,
+        _owns=_owns,
+    )
+
+
+ENTRY = BackendEntry(
+    name="jax",
+    create=create,
+    library="jax",
+    extra="jax",
+    matrix_devices=_matrix_devices,
+    devices=_devices,
+    owns=_owns,
+)

@@ -1,0 +1,48 @@
+"""NumPy: the reference backend, always available (CPU)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xgrad.backends._base import Backend
+from xgrad.backends._registry import BackendEntry
+
+
+def _owns(x: Any) -> bool:
+    from array_api_compat import is_numpy_array
+
+    return bool(is_numpy_array(x))
+
+
+def device_label(x: Any) -> str:
+    return "cpu"
+
+
+def create(device: str | None) -> Backend:
+    import array_api_compat.numpy as xp
+    import numpy as np
+
+    if device not in (None, "cpu"):
+        raise ValueError(f"device: numpy arrays live on 'cpu' only, found {device!r}")
+    return Backend(
+        name="numpy",
+        xp=xp,
+        device="cpu",
+        device_label="cpu",
+        library="numpy",
+        version=np.__version__,
+        device_name="host CPU",
+        _to_numpy=np.asarray,
+        _owns=_owns,
+    )
+
+
+ENTRY = BackendEntry(
+    name="numpy",
+    create=create,
+    library="numpy",
+    extra=None,
+    matrix_devices=lambda: ["cpu"],
+    devices=lambda: ["cpu"],
+    owns=_owns,
+)

@@ -1,0 +1,1 @@
+"""Subcommands of the ``xgrad`` command line, one module each."""
