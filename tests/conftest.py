@@ -54,19 +54,14 @@ def matrix(config: pytest.Config) -> list[tuple[str, str]]:
         for w in wanted:
             if w.partition(":")[0] not in known:
                 raise pytest.UsageError(f"--backend: unknown backend {w!r}; known: {sorted(known)}")
-        rows = [
-            (n, d) for n, d in rows
-            if any(w == n or w == f"{n}:{d}" for w in wanted)
-        ]
+        rows = [(n, d) for n, d in rows if any(w == n or w == f"{n}:{d}" for w in wanted)]
     return rows
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         rows = matrix(metafunc.config)
-        metafunc.parametrize(
-            "backend", rows, ids=[f"{n}-{d}" for n, d in rows], indirect=True
-        )
+        metafunc.parametrize("backend", rows, ids=[f"{n}-{d}" for n, d in rows], indirect=True)
 
 
 @pytest.fixture

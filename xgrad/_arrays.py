@@ -48,7 +48,8 @@ def as_float_array(
         x = host
     if kind.startswith("complex"):
         raise TypeError(f"{name}: expected a real array, found dtype {kind}")
-    if kind not in ("float32", "float64") and not (kind.startswith(("int", "uint")) or kind == "bool"):
+    integer_like = kind.startswith(("int", "uint")) or kind == "bool"
+    if kind not in ("float32", "float64") and not integer_like:
         raise TypeError(f"{name}: expected a numeric array, found dtype {kind}")
     if dtype is None:
         target = kind if kind in ("float32", "float64") else None

@@ -33,8 +33,9 @@ class HostRandom:
     [0.12573022..., -0.13210486...]
     """
 
-    def __init__(self, seed: int | np.random.Generator | None = None, *,
-                 backend: str | Backend | None = None) -> None:
+    def __init__(
+        self, seed: int | np.random.Generator | None = None, *, backend: str | Backend | None = None
+    ) -> None:
         if seed is not None and not isinstance(seed, int | np.integer | np.random.Generator):
             raise TypeError(f"seed: expected an int, a numpy Generator or None, found {seed!r}")
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -56,8 +57,13 @@ class HostRandom:
         """Standard normal draws (float64 on the host, then ``dtype`` on the device)."""
         return self._float(self.rng.standard_normal(shape), dtype)
 
-    def uniform(self, low: float = 0.0, high: float = 1.0,
-                shape: tuple[int, ...] | int = (), dtype: DtypeLike = None) -> Any:
+    def uniform(
+        self,
+        low: float = 0.0,
+        high: float = 1.0,
+        shape: tuple[int, ...] | int = (),
+        dtype: DtypeLike = None,
+    ) -> Any:
         """Uniform draws on ``[low, high)``."""
         return self._float(self.rng.uniform(low, high, shape), dtype)
 

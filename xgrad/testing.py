@@ -42,7 +42,8 @@ def assert_close(
     """
     a = to_numpy(actual)
     d = np.asarray(to_numpy(desired))
-    if check_dtype and d.dtype.kind == "f" and a.dtype.kind == "f" and isinstance(desired, np.ndarray):
+    reference_is_float_array = isinstance(desired, np.ndarray) and d.dtype.kind == "f"
+    if check_dtype and reference_is_float_array and a.dtype.kind == "f":
         assert a.dtype == d.dtype, f"dtype: expected {d.dtype}, found {a.dtype}. {err_msg}"
     if check_shape:
         assert a.shape == d.shape, f"shape: expected {d.shape}, found {a.shape}. {err_msg}"

@@ -22,6 +22,21 @@ class BackendUnavailableError(ImportError):
 
 
 _FLOAT_NAMES = ("float32", "float64")
+_KNOWN_DTYPES = (
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -68,7 +83,8 @@ class Backend:
         return f"{self.name}-{self.device_label}"
 
     def __repr__(self) -> str:
-        return f"Backend({self.name!r}, device={self.device_label!r}, {self.library} {self.version})"
+        label = f"{self.library} {self.version}"
+        return f"Backend({self.name!r}, device={self.device_label!r}, {label})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Backend) and (self.name, self.device_label) == (
@@ -113,14 +129,18 @@ class Backend:
         if name not in _FLOAT_NAMES:
             raise ValueError(f"dtype: expected 'float32' or 'float64', found {dtype!r}")
         if name == "float64" and self.float64_error is not None:
-            raise ValueError(f"dtype: float64 is not available on {self.name}: {self.float64_error}")
+            raise ValueError(
+                f"dtype: float64 is not available on {self.name}: {self.float64_error}"
+            )
         return getattr(self.xp, name)
 
     def dtype_name(self, dtype: DtypeLike) -> str:
         """Canonical name (``"float32"``, ``"int64"``, ...) of any dtype spelling."""
-        if isinstance(dtype, str):
+        if isinstance(dtype, str | np.dtype) or (
+            isinstance(dtype, type) and issubclass(dtype, np.generic)
+        ):
             return np.dtype(dtype).name
-        for candidate in ("float32", "float64", "complex64", "complex128", "int32", "int64", "bool"):
+        for candidate in _KNOWN_DTYPES:
             if dtype == getattr(self.xp, candidate, None):
                 return candidate
         try:

@@ -42,7 +42,9 @@ class BackendEntry:
 
     ``create(device)`` builds the `Backend` (``device=None``: the library's default);
     ``library``/``extra`` say what to install; ``matrix_devices`` are the devices the
-    test matrix covers (usable here or not); ``devices`` those usable here; ``probe`` (optional) explains why an installed library is unusable.
+    test matrix covers (usable here or not); ``devices`` those usable here; ``probe``
+    (optional) explains why an installed library is unusable; ``owns(x)`` tells whether
+    ``x`` is an array of this library without importing it.
     """
 
     name: str
@@ -95,7 +97,9 @@ def _ensure_loaded() -> None:
                 except Exception as exc:
                     reason = f"entry point {ep.value!r} failed to load: {exc}"
                     _entries[ep.name] = BackendEntry(
-                        name=ep.name, create=_unavailable(ep.name, reason), probe=lambda r=reason: r
+                        name=ep.name,
+                        create=_unavailable(ep.name, reason),
+                        probe=lambda r=reason: r,
                     )
                     continue
                 _entries[ep.name] = _entry_from_factory(ep.name, factory)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import sys
 
@@ -21,8 +22,15 @@ def collect() -> list[dict[str, str]]:
 
     rows = []
     for name, entry in sorted(registered_backends().items()):
-        row = {"backend": name, "status": "available", "version": "-", "devices": "-",
-               "default_dtype": "-", "device_name": "-", "reason": ""}
+        row = {
+            "backend": name,
+            "status": "available",
+            "version": "-",
+            "devices": "-",
+            "default_dtype": "-",
+            "device_name": "-",
+            "reason": "",
+        }
         reason = entry.unavailable_reason()
         if reason is None:
             try:
@@ -40,10 +48,8 @@ def collect() -> list[dict[str, str]]:
             row["status"] = "unavailable"
             row["reason"] = reason
             if entry.library:
-                try:
+                with contextlib.suppress(PackageNotFoundError):
                     row["version"] = version(entry.library.replace("_", "-"))
-                except PackageNotFoundError:
-                    pass
         rows.append(row)
     return rows
 
@@ -55,8 +61,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        print(json.dumps({"xgrad": xgrad.__version__, "python": platform.python_version(),
-                          "platform": platform.platform(), "backends": rows}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "xgrad": xgrad.__version__,
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                    "backends": rows,
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"xgrad {xgrad.__version__}, Python {platform.python_version()}, {platform.platform()}")
     cols = ["backend", "status", "version", "devices", "default_dtype", "device_name"]
