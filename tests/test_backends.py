@@ -27,6 +27,7 @@ def clean_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_registry, "_entries", dict(_registry.registered_backends()))
     monkeypatch.setattr(_registry, "_cache", {})
     monkeypatch.setattr(_registry, "_default", [])
+    monkeypatch.setattr(_registry, "_type_owner", {})
     monkeypatch.delenv("XGRAD_BACKEND", raising=False)
 
 
@@ -50,12 +51,30 @@ def test_backend_fixture_matches_row(backend: Backend) -> None:
 
 def test_matrix_lists_every_row_and_skips_with_reason() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider",
-         f"{ROOT / 'tests' / 'test_backends.py'}::test_backend_fixture_matches_row"],
-        capture_output=True, text=True, cwd=ROOT, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-v",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            f"{ROOT / 'tests' / 'test_backends.py'}::test_backend_fixture_matches_row",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
     ).stdout
-    for row in ("numpy-cpu", "array_api_strict-CPU_DEVICE", "array_api_strict-device1",
-                "torch-cpu", "torch-cuda:0", "jax-cpu", "cupy-cuda:0"):
+    for row in (
+        "numpy-cpu",
+        "array_api_strict-CPU_DEVICE",
+        "array_api_strict-device1",
+        "torch-cpu",
+        "torch-cuda:0",
+        "jax-cpu",
+        "cupy-cuda:0",
+    ):
         assert f"test_backend_fixture_matches_row[{row}]" in out, out
     assert "test_backend_fixture_matches_row[numpy-cpu] PASSED" in out
     if xgrad.available_backends()["cupy"] is not None:
@@ -65,10 +84,22 @@ def test_matrix_lists_every_row_and_skips_with_reason() -> None:
 
 def test_matrix_selection_option() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
-         "--backend", "numpy,array_api_strict:device1",
-         f"{ROOT / 'tests' / 'test_backends.py'}::test_backend_fixture_matches_row"],
-        capture_output=True, text=True, cwd=ROOT, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "--collect-only",
+            "-p",
+            "no:cacheprovider",
+            "--backend",
+            "numpy,array_api_strict:device1",
+            f"{ROOT / 'tests' / 'test_backends.py'}::test_backend_fixture_matches_row",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
     ).stdout
     assert "test_backend_fixture_matches_row[numpy-cpu]" in out
     assert "test_backend_fixture_matches_row[array_api_strict-device1]" in out
@@ -105,9 +136,7 @@ def test_name_carries_device() -> None:
         xgrad.get_backend("numpy:cuda")
 
 
-def test_set_backend_use_backend_env(
-    clean_registry: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_set_backend_use_backend_env(clean_registry: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XGRAD_BACKEND", "array_api_strict:device1")
     assert xgrad.get_backend().spec == "array_api_strict:device1"
     xgrad.set_backend("numpy")
@@ -127,8 +156,12 @@ def test_set_backend_use_backend_env(
 def test_missing_library_names_pip_extra(clean_registry: None) -> None:
     xgrad.register_backend(
         "ghost",
-        BackendEntry(name="ghost", create=lambda d: None, library="xgrad_ghost_lib",  # type: ignore[arg-type,return-value]
-                     extra="ghost"),
+        BackendEntry(
+            name="ghost",
+            create=lambda d: None,
+            library="xgrad_ghost_lib",  # type: ignore[arg-type,return-value]
+            extra="ghost",
+        ),
     )
     reason = xgrad.available_backends()["ghost"]
     assert reason == "xgrad_ghost_lib is not installed (pip install 'xgrad[ghost]')"
@@ -265,7 +298,9 @@ def test_mixed_backends_and_devices_are_refused() -> None:
     strict = pytest.importorskip("array_api_strict")
     c = strict.ones(2, device=strict.Device("CPU_DEVICE"))
     d = strict.ones(2, device=strict.Device("device1"))
-    with pytest.raises(ValueError, match=r"array_api_strict:CPU_DEVICE and array_api_strict:device1"):
+    with pytest.raises(
+        ValueError, match=r"array_api_strict:CPU_DEVICE and array_api_strict:device1"
+    ):
         xgrad.backends.resolve_backend(None, c, d)
     assert xgrad.backends.resolve_backend(None, d, 3.0).device_label == "device1"
     assert xgrad.backends.resolve_backend("numpy", 2.0).name == "numpy"
@@ -346,7 +381,9 @@ def test_cli_backends_table() -> None:
 def test_cli_backends_json() -> None:
     res = subprocess.run(
         [sys.executable, "-m", "xgrad.cli", "backends", "--json"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     data = json.loads(res.stdout)
     rows = {r["backend"]: r for r in data["backends"]}

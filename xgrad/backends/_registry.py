@@ -44,7 +44,8 @@ class BackendEntry:
     ``library``/``extra`` say what to install; ``matrix_devices`` are the devices the
     test matrix covers (usable here or not); ``devices`` those usable here; ``probe``
     (optional) explains why an installed library is unusable; ``owns(x)`` tells whether
-    ``x`` is an array of this library without importing it.
+    ``x`` is an array of this library without importing it; ``device_of(x)`` is the
+    device label of such an array.
     """
 
     name: str
@@ -55,6 +56,7 @@ class BackendEntry:
     devices: Callable[[], list[str]] = field(default=lambda: [])
     probe: Callable[[], str | None] = field(default=lambda: None)
     owns: Callable[[Any], bool] | None = None
+    device_of: Callable[[Any], str] | None = None
 
     def unavailable_reason(self) -> str | None:
         """None if usable, else a one-line reason (with the pip extra to install)."""
@@ -72,6 +74,7 @@ _entries: dict[str, BackendEntry] = {}
 _entry_points_loaded = False
 _cache: dict[tuple[str, str | None], Backend] = {}
 _default: list[tuple[str, str | None]] = []  # stack: set_backend / use_backend
+_type_owner: dict[type, str] = {}  # array type -> backend name ("" for non-arrays)
 
 
 def _builtin_entry(name: str) -> BackendEntry:
@@ -142,6 +145,7 @@ def register_backend(name: str, factory: Callable[[str | None], Backend] | Backe
     with _lock:
         _ensure_loaded()
         _entries[name] = entry
+        _type_owner.clear()
         for key in [k for k in _cache if k[0] == name]:
             del _cache[key]
 
@@ -214,9 +218,9 @@ def get_backend(name: str | Backend | None = None, device: str | None = None) ->
         device = device if device is not None else spec_device
     device = None if device is None else str(device)
     key = (name, device)
-    with _lock:
-        if key in _cache:
-            return _cache[key]
+    cached = _cache.get(key)  # dict reads are atomic; creation below takes the lock
+    if cached is not None:
+        return cached
     entry = _lookup(name)
     reason = entry.unavailable_reason()
     if reason is not None:
@@ -229,9 +233,8 @@ def get_backend(name: str | Backend | None = None, device: str | None = None) ->
 
 
 def _current_default() -> tuple[str, str | None]:
-    with _lock:
-        if _default:
-            return _default[-1]
+    with contextlib.suppress(IndexError):  # no lock: read-only, and fast
+        return _default[-1]
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
         return parse_spec(env)
@@ -272,18 +275,24 @@ def backend_of(x: Any, *, strict: bool = True) -> Backend | None:
 
     Returns None for non-arrays when ``strict`` is False; raises ``TypeError`` otherwise.
     """
-    for name, entry in registered_backends().items():
-        if entry.owns is not None and entry.owns(x):
-            return get_backend(name, entry_device_label(name, x))
-    if strict:
-        raise TypeError(f"expected an array of a registered backend, found {type(x).__name__}")
-    return None
-
-
-def entry_device_label(name: str, x: Any) -> str | None:
-    module = importlib.import_module(f"xgrad.backends.{name}") if name in _BUILTIN else None
-    label = getattr(module, "device_label", None) if module is not None else None
-    return label(x) if label is not None else None
+    # Called on every public function's inputs: ownership is cached per type.
+    t = type(x)
+    name = _type_owner.get(t)
+    if name is None:
+        name = ""
+        for candidate, entry in registered_backends().items():
+            if entry.owns is not None and entry.owns(x):
+                name = candidate
+                break
+        _type_owner[t] = name
+    if not name:
+        if strict:
+            raise TypeError(f"expected an array of a registered backend, found {t.__name__}")
+        return None
+    device_of = _entries[name].device_of
+    label = device_of(x) if device_of is not None else None
+    backend = _cache.get((name, label))
+    return backend if backend is not None else get_backend(name, label)
 
 
 def resolve_backend(backend: str | Backend | None, *arrays: Any) -> Backend:

@@ -63,4 +63,5 @@ ENTRY = BackendEntry(
     matrix_devices=lambda: ["CPU_DEVICE", "device1"],
     devices=lambda: list(_DEVICES),
     owns=_owns,
+    device_of=device_label,
 )

@@ -101,4 +101,5 @@ ENTRY = BackendEntry(
     devices=_devices,
     probe=_probe,
     owns=_owns,
+    device_of=device_label,
 )

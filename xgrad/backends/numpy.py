@@ -45,4 +45,5 @@ ENTRY = BackendEntry(
     matrix_devices=lambda: ["cpu"],
     devices=lambda: ["cpu"],
     owns=_owns,
+    device_of=device_label,
 )

@@ -94,4 +94,5 @@ ENTRY = BackendEntry(
     matrix_devices=_matrix_devices,
     devices=_devices,
     owns=_owns,
+    device_of=device_label,
 )
