@@ -149,8 +149,7 @@ def as_array(
             host = np.asarray(obj) if backend_of(obj, strict=False) is None else to_numpy(obj)
         except (TypeError, ValueError) as exc:
             raise TypeError(
-                f"{name}: expected a number or a numeric array, found {type(obj).__name__}"
-                f" ({exc})"
+                f"{name}: expected a number or a numeric array, found {type(obj).__name__} ({exc})"
             ) from None
         kind = host.dtype.name
         _check_numeric(kind, obj, name)
