@@ -40,6 +40,7 @@ _LAZY = {
     "gradcheck": "xgrad.checking",
     "GradcheckResult": "xgrad.checking",
     "train": "xgrad.training",
+    "load_mnist": "xgrad.datasets",
 }
 _SUBMODULES = ("functions", "layers", "nn", "optim", "datasets", "training", "random")
 
