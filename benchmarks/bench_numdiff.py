@@ -1,0 +1,230 @@
+"""Numerical differentiation: xgrad vs scipy.differentiate, numdifftools and the book's h=1e-4.
+
+Accuracy on the issue's suite of smooth functions (float64 and float32), NaN results,
+evaluations per derivative, time per scalar derivative and per point of a vectorized
+derivative over 1e5 points, all measured side by side in one run on NumPy (CPU, one BLAS
+thread). Writes the table to docs/benchmarks/numdiff.md.
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_numdiff.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import math
+import platform
+import timeit
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import xgrad
+from xgrad import numerical_diff
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "numdiff.md"
+
+
+def sigmoid(v: Any) -> Any:
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+# (name, f, exact derivative, point)
+SUITE: list[tuple[str, Callable[[Any], Any], Callable[[float], float], float]] = [
+    ("exp", np.exp, np.exp, 1.0),
+    ("sin", np.sin, np.cos, 1.0),
+    ("log at 1e-3", np.log, lambda v: 1 / v, 1e-3),
+    ("sqrt at 1e-3", np.sqrt, lambda v: 0.5 / np.sqrt(v), 1e-3),
+    ("1/x", lambda v: 1.0 / v, lambda v: -1 / v**2, 0.5),
+    ("(e^{x^2})^2", lambda v: np.exp(v**2) ** 2, lambda v: 4 * v * np.exp(2 * v**2), 0.5),
+    ("tanh", np.tanh, lambda v: 1 - np.tanh(v) ** 2, 0.5),
+    ("sigmoid", sigmoid, lambda v: sigmoid(v) * (1 - sigmoid(v)), 0.5),
+    ("exp(50x) at 0.1", lambda v: np.exp(50.0 * v), lambda v: 50 * np.exp(50 * v), 0.1),
+    ("x^2 at 1e6", lambda v: v**2, lambda v: 2 * v, 1e6),
+    ("cos at 3", np.cos, lambda v: -np.sin(v), 3.0),
+]
+
+
+class Counted:
+    """f with a count of evaluated points."""
+
+    def __init__(self, f: Callable[[Any], Any]) -> None:
+        self.f, self.points = f, 0
+
+    def __call__(self, v: Any) -> Any:
+        self.points += int(np.size(v))
+        return self.f(v)
+
+
+def book(f: Callable[[Any], Any], x: Any) -> Any:
+    h = 1e-4
+    return (f(x + h) - f(x - h)) / (2 * h)
+
+
+def xgrad_default(f: Callable[[Any], Any], x: Any) -> Any:
+    return numerical_diff(f, x)
+
+
+def xgrad_richardson(f: Callable[[Any], Any], x: Any) -> Any:
+    return numerical_diff(f, x, method="richardson")
+
+
+def xgrad_complex(f: Callable[[Any], Any], x: Any) -> Any:
+    return numerical_diff(f, x, method="complex")
+
+
+def scipy_derivative(f: Callable[[Any], Any], x: Any) -> Any:
+    from scipy.differentiate import derivative
+
+    return derivative(f, x).df
+
+
+def numdifftools_derivative(f: Callable[[Any], Any], x: Any) -> Any:
+    import numdifftools as nd
+
+    return nd.Derivative(f)(x)
+
+
+TOOLS = {
+    "xgrad default (central)": xgrad_default,
+    "xgrad richardson": xgrad_richardson,
+    "xgrad complex step": xgrad_complex,
+    "book h=1e-4": book,
+    "scipy.differentiate": scipy_derivative,
+    "numdifftools": numdifftools_derivative,
+}
+
+
+def accuracy(tool: Callable[..., Any], dtype: type) -> tuple[float, int, float, float]:
+    """(median relative error, NaN/failed results, evaluations per derivative, worst)."""
+    errors, nans, points = [], 0, 0
+    for _, f, df, point in SUITE:
+        x = dtype(point)
+        counted = Counted(f)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            try:
+                got = float(tool(counted, x))
+            except Exception:
+                got = math.nan
+        points += counted.points
+        exact = float(df(np.float64(x)))
+        if not math.isfinite(got):
+            nans += 1
+            continue
+        errors.append(abs(got - exact) / abs(exact))
+    return float(np.median(errors)), nans, points / len(SUITE), float(np.max(errors))
+
+
+def best_time(fn: Callable[[], Any], number: int, repeat: int = 5) -> float:
+    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number
+
+
+def scalar_times(quick: bool) -> dict[str, tuple[float, float]]:
+    """Seconds per scalar derivative of sin at 1.3, and the overhead beyond f's evaluations."""
+
+    def f(v: Any) -> Any:
+        return np.sin(v)
+
+    one_call = best_time(lambda: f(1.3), 20000)
+    out = {}
+    for name, tool in TOOLS.items():
+        slow = name in ("scipy.differentiate", "numdifftools")
+        number = (20 if quick else 100) if slow else (2000 if quick else 20000)
+        total = best_time(lambda tool=tool: tool(f, 1.3), number)
+        counted = Counted(f)
+        tool(counted, 1.3)
+        out[name] = (total, total - counted.points * one_call)
+    return out
+
+
+def vector_times(quick: bool) -> dict[str, float]:
+    """Seconds per point of a derivative over 1e5 points of the book's 0.01 x^2 + 0.1 x."""
+    x = np.random.default_rng(0).uniform(0.5, 3.0, 100_000)
+
+    def f(v: Any) -> Any:
+        return 0.01 * v**2 + 0.1 * v
+
+    out = {}
+    for name, tool in TOOLS.items():
+        slow = name == "numdifftools"
+        number = 1 if slow else (3 if quick else 10)
+        out[name] = best_time(lambda tool=tool: tool(f, x), number, repeat=1 if slow else 5)
+        out[name] /= x.size
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer timing repeats")
+    args = parser.parse_args()
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    import numdifftools
+    import scipy
+
+    acc64 = {name: accuracy(tool, np.float64) for name, tool in TOOLS.items()}
+    acc32 = {
+        name: accuracy(tool, np.float32) for name, tool in TOOLS.items() if name != "numdifftools"
+    }
+    scalar = scalar_times(args.quick)
+    vector = vector_times(args.quick)
+
+    lines = [
+        "# Numerical differentiation: accuracy and speed",
+        "",
+        "`benchmarks/bench_numdiff.py`, one run, NumPy "
+        f"{np.__version__}, SciPy {scipy.__version__}, numdifftools {numdifftools.__version__},"
+        f" xgrad {xgrad.__version__}, Python {platform.python_version()}, "
+        f"{platform.machine()} with {os.cpu_count()} CPUs, OPENBLAS_NUM_THREADS=1.",
+        "",
+        f"Suite: {', '.join(name for name, *_ in SUITE)}; relative error against the "
+        "analytic derivative at the point actually used. Scalar time: derivative of "
+        "`np.sin` at 1.3 (best of 5); overhead = time minus the evaluations of f. Vectorized: "
+        "`0.01 x^2 + 0.1 x` on 1e5 points in [0.5, 3].",
+        "",
+        "| tool | median rel. error float64 | worst float64 | NaN / failed (of "
+        f"{len(SUITE)}) | evaluations | median rel. error float32 | worst float32 | "
+        "us per scalar derivative | overhead us | ns per point (1e5) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in TOOLS:
+        med, nans, evals, worst = acc64[name]
+        if name in acc32:
+            med32, nans32, _, worst32 = acc32[name]
+            f32 = f"{med32:.1e}" + (f" ({nans32} NaN)" if nans32 else "")
+            w32 = f"{worst32:.1e}"
+        else:
+            f32, w32 = "(computes in float64)", "-"
+        total, over = scalar[name]
+        lines.append(
+            f"| {name} | {med:.1e} | {worst:.1e} | {nans} | {evals:.1f} | {f32} | {w32} | "
+            f"{total * 1e6:.1f} | {over * 1e6:.1f} | {vector[name] * 1e9:.1f} |"
+        )
+    lines += [
+        "",
+        "Goals (issue 3): median <= 1e-10 (float64), <= 1e-5 (float32), no NaN; scalar "
+        "overhead <= 10 us; <= 50 ns per point on 1e5 points. Timings on a shared machine vary "
+        "+-20 % or more; compare rows of one run.",
+        "",
+    ]
+    text = "\n".join(lines)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    tmp = OUT.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, OUT)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
