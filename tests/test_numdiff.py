@@ -158,6 +158,14 @@ def test_domain_edge_log_sqrt(backend) -> None:
     assert_close(numerical_diff(xp.sqrt, x), 0.5 / np.sqrt(points), rtol=1e-10)
 
 
+def test_python_math_domain_errors_are_handled() -> None:
+    # math.log raises where np.log returns nan: a stencil crossing 0 must not leak it.
+    assert numerical_diff(math.log, 1e-5) == pytest.approx(1e5, rel=1e-10)
+    assert numerical_diff(math.sqrt, 1e-6) == pytest.approx(500.0, rel=1e-10)
+    with pytest.raises(ValueError, match=r"not finite around x = -1\.0"):
+        numerical_diff(math.log, -1.0)
+
+
 def test_one_sided_fallback_at_domain_boundary(backend) -> None:
     xp = backend.xp
 

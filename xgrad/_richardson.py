@@ -34,7 +34,16 @@ class ScalarOps:
         self.f = f
 
     def evaluate(self, points: Sequence[float]) -> list[float]:
-        return [_as_float(self.f(p)) for p in points]
+        return [self._value(p) for p in points]
+
+    def _value(self, p: float) -> float:
+        # math.log/math.sqrt raise where NumPy returns nan: a stencil point outside f's
+        # domain is the same event either way, and the caller retries with other steps.
+        try:
+            value = self.f(p)
+        except (ArithmeticError, ValueError):
+            return math.nan
+        return _as_float(value)
 
     @staticmethod
     def div(a: float, b: float) -> float:

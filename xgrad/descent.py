@@ -49,8 +49,10 @@ def gradient_descent(
     Book semantics (``gradient_method`` of chapter 4), without its pitfalls: ``init_x`` is
     copied, never modified; integer input is promoted to float64; an iterate or gradient
     that becomes inf or nan raises `DivergenceError` with the step number instead of being
-    returned. A finite but huge result (the book's lr=10 run ends near -2.6e13) is
-    returned as it is: only inf/nan counts as divergence.
+    returned. A finite but huge result is returned as it is: only inf/nan counts as
+    divergence. (The book's lr=10 run multiplies x by -19 each step and ends near 1e128
+    here; the book prints -2.6e13 only because its fixed h=1e-4 stops changing x once
+    |x| is large, so its gradient becomes 0.)
 
     Parameters
     ----------

@@ -20,11 +20,18 @@ import numpy as np
 from xgrad import _steps
 from xgrad._arrays import as_float_array
 from xgrad._richardson import ArrayOps, ScalarOps, central_tableau, one_sided, quiet
+from xgrad._steps import StepSizeWarning
 from xgrad.backends import Backend, resolve_backend
 from xgrad.backends._base import DtypeLike
 from xgrad.backends._registry import backend_of
 
-__all__ = ["DiffResult", "InputIgnoredWarning", "numerical_diff", "numerical_gradient"]
+__all__ = [
+    "DiffResult",
+    "InputIgnoredWarning",
+    "StepSizeWarning",
+    "numerical_diff",
+    "numerical_gradient",
+]
 
 _EPS64 = float(np.finfo(np.float64).eps)
 _TINY64 = float(np.finfo(np.float64).smallest_normal)
