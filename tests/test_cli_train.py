@@ -1,0 +1,322 @@
+"""``xgrad train`` and ``xgrad gradcheck`` through xgrad.cli.main, and one real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xgrad.cli import main
+from xgrad.datasets import write_idx
+
+NAMES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+def make_images(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """6x6 images: class c lights up row c (an easy, MNIST-format task)."""
+    t = rng.integers(0, 4, n).astype(np.uint8)
+    x = rng.integers(0, 60, (n, 6, 6))
+    x[np.arange(n), t, :] += 180
+    return x.astype(np.uint8), t
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    (x, t), (xt, tt) = make_images(rng, 200), make_images(rng, 50)
+    (d / "mnist").mkdir()
+    for part, array in (
+        ("train_images", x),
+        ("train_labels", t),
+        ("test_images", xt),
+        ("test_labels", tt),
+    ):
+        write_idx(d / "mnist" / NAMES[part], array)
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("XGRAD_DATA", raising=False)
+    monkeypatch.delenv("XGRAD_BACKEND", raising=False)
+
+
+def train_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--data-dir",
+        str(data_dir),
+        "--no-download",
+        "--iters",
+        "40",
+        "--batch-size",
+        "20",
+        "--lr",
+        "0.5",
+        "--hidden",
+        "10",
+        "--activation",
+        "relu",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
+
+
+def test_train(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(train_args(data_dir, tmp_path / "run")) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith("test accuracy ") and "after 40 iterations" in out
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["config"]["iter_per_epoch"] == 10 and len(history["test_acc"]) == 4
+    assert float(out.split()[2]) == round(history["final"]["test_acc"], 4)
+    assert history["final"]["test_acc"] >= 0.9
+    assert (tmp_path / "run" / "accuracy.png").exists()
+
+
+def test_train_options_reach_the_run(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = train_args(
+        data_dir,
+        tmp_path / "run",
+        "--backend",
+        "torch",
+        "--dtype",
+        "float32",
+        "--activation",
+        "relu",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.01",
+        "--seed",
+        "7",
+        "--no-plot",
+    )
+    pytest.importorskip("torch")
+    assert main(args) == 0
+    cfg = json.loads((tmp_path / "run" / "history.json").read_text())["config"]
+    assert (
+        cfg["backend"],
+        cfg["dtype"],
+        cfg["activation"],
+        cfg["optimizer"],
+        cfg["lr"],
+        cfg["seed"],
+    ) == ("torch:cpu", "float32", "relu", "adam", 0.01, 7)
+    assert not (tmp_path / "run" / "loss.png").exists()
+    capsys.readouterr()
+
+
+def test_resume(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(train_args(data_dir, tmp_path / "whole")) == 0
+    assert main([*train_args(data_dir, tmp_path / "part"), "--iters", "25"]) == 0
+    assert main([*train_args(data_dir, tmp_path / "part"), "--resume"]) == 0
+    whole = json.loads((tmp_path / "whole" / "history.json").read_text())
+    part = json.loads((tmp_path / "part" / "history.json").read_text())
+    assert part["train_loss"] == whole["train_loss"] and part["final"] == whole["final"]
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--resume", "--out", ""], "--resume needs --out"),
+        (["--backend", "nope"], "backend: unknown name 'nope'"),
+        (["--iters", "0"], "iters: expected an integer >= 1"),
+        (["--lr", "1e308"], "training diverged"),
+    ],
+)
+def test_errors_are_one_line(
+    data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    assert main([*train_args(data_dir, tmp_path / "run"), *extra]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("xgrad train: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_data_says_how_to_get_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(tmp_path / "empty"),
+            "--no-download",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "mnist data not found" in err and "XGRAD_DATA" in err and "--data-dir" in err
+    assert "dataset-fashion-mnist" in err and err.count("\n") == 1
+
+
+def test_refuses_to_overwrite_a_run(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(train_args(data_dir, tmp_path / "run")) == 0
+    assert main(train_args(data_dir, tmp_path / "run")) == 1
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_default_out_is_a_new_directory(
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in train_args(data_dir, tmp_path) if a not in ("--out", str(tmp_path))]
+    assert main(args) == 0
+    assert main(args) == 0
+    runs = sorted(p.name for p in (tmp_path / "xgrad-runs").iterdir())
+    assert len(runs) == 2 and all(r.startswith("mnist-") for r in runs)
+    capsys.readouterr()
+
+
+def test_subprocess_smoke(data_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "xgrad.cli", *train_args(data_dir, tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("test accuracy")
+    assert (tmp_path / "run" / "checkpoint.json").exists()
+
+
+def test_killed_process_resumes_to_the_same_end(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL a real run after its first checkpoints, resume it, compare with a whole run."""
+    args = [*train_args(data_dir, tmp_path / "killed"), "--iters", "800", "--no-plot"]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xgrad.cli", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    checkpoint = tmp_path / "killed" / "checkpoint.json"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if checkpoint.exists() and json.loads(checkpoint.read_text())["iteration"] > 50:
+                break
+            time.sleep(0.02)
+        proc.kill()
+    finally:
+        proc.wait(timeout=30)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    record = json.loads(checkpoint.read_text())
+    if record["history"]["finished"]:
+        pytest.skip("the run finished before it could be killed (machine too fast)")
+    assert main([*args, "--resume"]) == 0
+    assert main([*train_args(data_dir, tmp_path / "whole"), "--iters", "800", "--no-plot"]) == 0
+    killed = json.loads((tmp_path / "killed" / "history.json").read_text())
+    whole = json.loads((tmp_path / "whole" / "history.json").read_text())
+    assert killed["train_loss"] == whole["train_loss"]
+    assert killed["epochs"] == whole["epochs"] and killed["final"] == whole["final"]
+    # No temporary file of the killed process is left behind, and one npz.
+    assert not list((tmp_path / "killed").glob(".*"))
+    assert len(list((tmp_path / "killed").glob("*.npz"))) == 1
+    capsys.readouterr()
+
+
+# -- xgrad gradcheck ---------------------------------------------------------------------------
+def gradcheck_args(data_dir: Path, *extra: str) -> list[str]:
+    return ["gradcheck", "--data-dir", str(data_dir), "--no-download", "--hidden", "6", *extra]
+
+
+def test_gradcheck(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(gradcheck_args(data_dir, "--backend", "numpy")) == 0
+    out = capsys.readouterr().out
+    assert "the first 3 training samples" in out and "TwoLayerNet(36, 6, 10, relu" in out
+    assert "gradcheck on numpy:cpu, float64" in out and "PASSED" in out
+    book_line = next(line for line in out.splitlines() if line.startswith("W1:"))
+    diffs = dict(item.split(":") for item in book_line.split())
+    assert set(diffs) == {"W1", "b1", "W2", "b2"}
+    assert all(float(v) < 1e-6 for v in diffs.values())
+
+
+def test_gradcheck_float32_and_all_backends(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(gradcheck_args(data_dir, "--all-backends", "--dtype", "float32")) == 0
+    out = capsys.readouterr().out
+    from xgrad.backends import available_backends
+
+    for name, reason in available_backends().items():
+        if reason is None:
+            assert f"gradcheck on {name}:" in out
+        else:
+            assert f"{name}: skipped: {reason}" in out
+    assert "FAILED" not in out and "float32" in out
+
+
+def test_gradcheck_catches_a_wrong_gradient(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from xgrad.nn import TwoLayerNet
+
+    right = TwoLayerNet.gradient
+
+    def wrong(self: TwoLayerNet, x: object, t: object) -> dict[str, object]:
+        grads = right(self, x, t)
+        return {**grads, "b2": grads["b2"] * 1.01}
+
+    monkeypatch.setattr(TwoLayerNet, "gradient", wrong)
+    assert main(gradcheck_args(data_dir)) == 1
+    out = capsys.readouterr().out
+    assert "b2" in out and "FAIL (" in out and "gradcheck FAILED on: numpy:cpu" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--batch", "0"], "--batch: expected an integer >= 1"),
+        (["--batch", "1000"], "more than the 200 training samples"),
+        (["--all-backends", "--device", "cpu"], "--device goes with --backend"),
+        (["--backend", "nope"], "backend: unknown name"),
+    ],
+)
+def test_gradcheck_errors(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert main(gradcheck_args(data_dir, *extra)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("xgrad gradcheck: error: ") and message in err
+    assert err.count("\n") == 1

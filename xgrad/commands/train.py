@@ -1,0 +1,119 @@
+"""``xgrad train``: the book's two-layer net on MNIST or Fashion-MNIST, on any backend."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+HELP = "train the book's two-layer net on MNIST-format data (history, figures, checkpoints)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset",
+        default="mnist",
+        choices=["mnist", "fashion-mnist"],
+        help="data set (default: mnist; fashion-mnist is the Debian/Ubuntu "
+        "package dataset-fashion-mnist)",
+    )
+    data.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="look for (and download) the data here first; also $XGRAD_DATA",
+    )
+    data.add_argument("--no-download", action="store_true", help="only use data already on disk")
+    model = parser.add_argument_group("model and training (defaults: the book's ch. 4)")
+    model.add_argument("--iters", type=int, default=10000, help="iterations (default 10000)")
+    model.add_argument("--batch-size", type=int, default=100, help="minibatch size (100)")
+    model.add_argument("--lr", type=float, default=0.1, help="learning rate (0.1)")
+    model.add_argument("--hidden", type=int, default=50, help="hidden units (50)")
+    model.add_argument(
+        "--activation",
+        default="sigmoid",
+        choices=["sigmoid", "relu"],
+        help="hidden activation (sigmoid: ch. 4; relu: ch. 5)",
+    )
+    model.add_argument(
+        "--gradient",
+        default="backprop",
+        choices=["backprop", "numerical"],
+        help="backprop (ch. 5) or numerical (ch. 4; very slow on real data)",
+    )
+    model.add_argument(
+        "--optimizer",
+        default="sgd",
+        choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
+        help="optimizer from xgrad.optim, with --lr (default sgd)",
+    )
+    model.add_argument(
+        "--seed", type=int, default=0, help="seed of the initial weights and of the minibatches (0)"
+    )
+    where = parser.add_argument_group("where to compute")
+    where.add_argument(
+        "--backend",
+        help="numpy, cupy, torch, jax, array_api_strict, "
+        "optionally with a device: torch:cuda (default: "
+        "$XGRAD_BACKEND or numpy)",
+    )
+    where.add_argument("--device", help="device of the backend, e.g. cuda:1")
+    where.add_argument(
+        "--dtype", choices=["float32", "float64"], help="float precision (default float64)"
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--out",
+        metavar="DIR",
+        help="directory for history.json, loss.png, accuracy.png and the "
+        "checkpoint (default: a new xgrad-runs/<dataset>-<time>)",
+    )
+    out.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
+    out.add_argument("--no-plot", action="store_true", help="do not write the figures")
+    out.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+
+
+def _default_out(dataset: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("xgrad-runs") / f"{dataset}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from xgrad.training import train
+
+    if args.resume and not args.out:
+        raise ValueError("--resume needs --out DIR, the directory of the run to continue")
+    out = Path(args.out) if args.out else _default_out(args.dataset)
+    result = train(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        download=not args.no_download,
+        iters=args.iters,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        hidden=args.hidden,
+        activation=args.activation,
+        gradient=args.gradient,
+        optimizer=args.optimizer,
+        backend=args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        out=out,
+        resume=args.resume,
+        plot=not args.no_plot,
+        quiet=args.quiet,
+    )
+    h = result.history
+    cfg = h["config"]
+    acc = f"test accuracy {result.test_acc:.4f}" if result.test_acc is not None else "done"
+    print(
+        f"{acc} after {h['iterations_done']} iterations ({cfg['dataset']}, {cfg['backend']}, "
+        f"{cfg['dtype']}, {h['timings']['train_s']:.1f} s training); files in {out}"
+    )
+    return 0
