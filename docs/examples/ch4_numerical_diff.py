@@ -7,30 +7,22 @@ new temporary directory).
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt
 import numpy as np
+from _example import example_parser, output_dir
 
 import xgrad
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("backend", nargs="?", help="numpy, torch, jax, cupy, array_api_strict")
-    parser.add_argument(
-        "--out", default=os.environ.get("XGRAD_DOCS_OUT"), help="directory for the figures"
-    )
+    parser = example_parser(__doc__)
     args = parser.parse_args(argv)
-    out = Path(args.out or tempfile.mkdtemp(prefix="xgrad-docs-"))
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out)
 
     # --8<-- [start:diff]
     from xgrad import numerical_diff

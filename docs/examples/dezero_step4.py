@@ -6,14 +6,13 @@ Usage: python docs/examples/dezero_step4.py [BACKEND]
 
 from __future__ import annotations
 
-import argparse
+from _example import example_parser
 
 import xgrad
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("backend", nargs="?", help="numpy, torch, jax, cupy, array_api_strict")
+    parser = example_parser(__doc__, figures=False)
     args = parser.parse_args(argv)
 
     # --8<-- [start:step4]
