@@ -41,8 +41,9 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("XGRAD_DATA", raising=False)
 
 
-def make_arrays(seed: int = 0, n_train: int = 12, n_test: int = 5, rows: int = 4,
-                cols: int = 3) -> dict[str, np.ndarray]:
+def make_arrays(
+    seed: int = 0, n_train: int = 12, n_test: int = 5, rows: int = 4, cols: int = 3
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
         "train_images": rng.integers(0, 256, (n_train, rows, cols), dtype=np.uint8),
@@ -62,7 +63,8 @@ def write_set(directory: Path, arrays: dict[str, np.ndarray], *, gz: bool = True
 def idx_bytes(array: np.ndarray) -> bytes:
     """IDX encoding written out by hand from the format's definition (independent of write_idx)."""
     head = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
     return head + array.astype(np.uint8).tobytes()
 
 
@@ -85,8 +87,11 @@ def test_idx_reads_hand_made_bytes(tmp_path: Path) -> None:
     for name in ("raw", "named.gz", "gz-without-suffix"):
         np.testing.assert_array_equal(read_idx(tmp_path / name), a)
     # Big-endian multi-byte values, written by hand.
-    (tmp_path / "i32").write_bytes(bytes([0, 0, 0x0C, 1, 0, 0, 0, 2]) + (-2).to_bytes(4, "big",
-                                   signed=True) + (70000).to_bytes(4, "big"))
+    (tmp_path / "i32").write_bytes(
+        bytes([0, 0, 0x0C, 1, 0, 0, 0, 2])
+        + (-2).to_bytes(4, "big", signed=True)
+        + (70000).to_bytes(4, "big")
+    )
     assert read_idx(tmp_path / "i32").tolist() == [-2, 70000]
 
 
@@ -99,8 +104,10 @@ def test_idx_reads_hand_made_bytes(tmp_path: Path) -> None:
         (b"\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00", "truncated IDX header"),
         (idx_bytes(np.zeros((3, 2, 2), np.uint8))[:-1], "truncated"),
         (idx_bytes(np.zeros((3, 2, 2), np.uint8)) + b"\x00", "trailing data"),
-        (gzip.compress(idx_bytes(np.zeros((30, 28, 28), np.uint8)))[:-40],
-         "corrupt or truncated gzip"),
+        (
+            gzip.compress(idx_bytes(np.zeros((30, 28, 28), np.uint8)))[:-40],
+            "corrupt or truncated gzip",
+        ),
         (b"\x1f\x8bnot really gzip", "corrupt or truncated gzip"),
     ],
 )
@@ -130,8 +137,9 @@ def test_load_mnist_formats_match_the_book(tmp_path: Path) -> None:
     np.testing.assert_array_equal(t, arrays["train_labels"])
     np.testing.assert_array_equal(tt, arrays["test_labels"])
 
-    (x, t), (xt, tt) = load_mnist(normalize=False, flatten=False, one_hot_label=True,
-                                  data_dir=tmp_path / "d", download=False)
+    (x, t), (xt, tt) = load_mnist(
+        normalize=False, flatten=False, one_hot_label=True, data_dir=tmp_path / "d", download=False
+    )
     assert x.dtype == np.uint8 and x.shape == (12, 1, 4, 3)
     np.testing.assert_array_equal(x[:, 0], arrays["train_images"])
     assert t.shape == (12, 10) and tt.shape == (5, 10)
@@ -205,23 +213,37 @@ def test_cache_dir_default(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_system_dir_of_spec(tmp_path: Path) -> None:
     arrays = make_arrays(3)
     write_set(tmp_path / "usr-share", arrays)
-    spec = DatasetSpec("toy", {p: DataFile(NAMES[p]) for p in PARTS},
-                       system_dirs=(str(tmp_path / "usr-share"),))
+    spec = DatasetSpec(
+        "toy", {p: DataFile(NAMES[p]) for p in PARTS}, system_dirs=(str(tmp_path / "usr-share"),)
+    )
     assert find_files(spec) == {p: tmp_path / "usr-share" / NAMES[p] for p in PARTS}
-    np.testing.assert_array_equal(load_mnist(dataset=spec, download=False)[1][1],
-                                  arrays["test_labels"])
+    np.testing.assert_array_equal(
+        load_mnist(dataset=spec, download=False)[1][1], arrays["test_labels"]
+    )
 
 
 def test_offline_error_says_how_to_get_the_data(tmp_path: Path) -> None:
     spec = DATASETS["fashion-mnist"]
-    spec = DatasetSpec(spec.name, spec.files, spec.mirrors, system_dirs=(str(tmp_path / "none"),),
-                       hint=spec.hint, homepage=spec.homepage)
+    spec = DatasetSpec(
+        spec.name,
+        spec.files,
+        spec.mirrors,
+        system_dirs=(str(tmp_path / "none"),),
+        hint=spec.hint,
+        homepage=spec.homepage,
+    )
     with pytest.raises(DatasetNotFoundError) as info:
         load_mnist(dataset=spec, data_dir=tmp_path / "mine", download=False)
     msg = str(info.value)
-    for needle in ("apt-get install dataset-fashion-mnist", "XGRAD_DATA", "--data-dir",
-                   str(tmp_path / "mine"), str(tmp_path / "none"), "train-images-idx3-ubyte.gz",
-                   "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-labels"):
+    for needle in (
+        "apt-get install dataset-fashion-mnist",
+        "XGRAD_DATA",
+        "--data-dir",
+        str(tmp_path / "mine"),
+        str(tmp_path / "none"),
+        "train-images-idx3-ubyte.gz",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-labels",
+    ):
         assert needle in msg
 
 
@@ -294,12 +316,14 @@ def server() -> Iterator[Server]:
     s.close()
 
 
-def publish(server: Server, arrays: dict[str, np.ndarray],
-            prefix: str = "/m/") -> dict[str, DataFile]:
+def publish(
+    server: Server, arrays: dict[str, np.ndarray], prefix: str = "/m/"
+) -> dict[str, DataFile]:
     files = {}
     for part, array in arrays.items():
         header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-            int(d).to_bytes(4, "big") for d in array.shape)
+            int(d).to_bytes(4, "big") for d in array.shape
+        )
         body = gzip.compress(header + array.tobytes(), mtime=0)
         server.files[prefix + NAMES[part]] = body
         files[part] = DataFile(NAMES[part], hashlib.sha256(body).hexdigest(), len(body))
@@ -320,7 +344,8 @@ def test_download_then_cache(server: Server, tmp_path: Path) -> None:
     (_, t), (xt, _) = load_mnist(dataset=spec, timeout=5)
     np.testing.assert_array_equal(t, arrays["train_labels"])
     np.testing.assert_array_equal(
-        xt, arrays["test_images"].reshape(5, -1).astype(np.float32) / np.float32(255))
+        xt, arrays["test_images"].reshape(5, -1).astype(np.float32) / np.float32(255)
+    )
     assert sorted(server.requests) == sorted("/m/" + n for n in NAMES.values())
     assert leftovers(cache_dir()) == sorted(["toy", *NAMES.values()])
     # Second time: from the cache, with the server gone.

@@ -78,8 +78,10 @@ def _find_in(directory: Path, spec: DatasetSpec) -> dict[str, Path]:
     return found
 
 
-def find_files(dataset: str | DatasetSpec = "mnist", data_dir: str | os.PathLike[str] | None = None,
-               ) -> dict[str, Path] | None:
+def find_files(
+    dataset: str | DatasetSpec = "mnist",
+    data_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Path] | None:
     """Paths of the four files of ``dataset`` in the first directory that holds all four.
 
     Returns None if no searched directory is complete (see the module docstring for the
@@ -99,14 +101,19 @@ def _not_found_message(spec: DatasetSpec, searched: list[Path], reason: str) -> 
     ways = []
     if spec.hint:
         ways.append(spec.hint)
-    ways.append(f"download {names} (e.g. {' '.join(urls) if urls else 'from ' + spec.homepage}) "
-                f"into a directory and pass data_dir=DIR (--data-dir DIR) or set {ENV_DATA}=DIR")
-    return (f"{spec.name} data not found ({reason}); looked in: "
-            f"{', '.join(str(d) for d in searched)}. To get it: " + "; or ".join(ways))
+    ways.append(
+        f"download {names} (e.g. {' '.join(urls) if urls else 'from ' + spec.homepage}) "
+        f"into a directory and pass data_dir=DIR (--data-dir DIR) or set {ENV_DATA}=DIR"
+    )
+    return (
+        f"{spec.name} data not found ({reason}); looked in: "
+        f"{', '.join(str(d) for d in searched)}. To get it: " + "; or ".join(ways)
+    )
 
 
-def _locate(spec: DatasetSpec, data_dir: str | os.PathLike[str] | None, download: bool,
-            timeout: float) -> dict[str, Path]:
+def _locate(
+    spec: DatasetSpec, data_dir: str | os.PathLike[str] | None, download: bool, timeout: float
+) -> dict[str, Path]:
     found = find_files(spec, data_dir)
     if found is not None:
         return found
@@ -119,8 +126,9 @@ def _locate(spec: DatasetSpec, data_dir: str | os.PathLike[str] | None, download
         for part in PARTS:
             if part not in have:
                 file = spec.files[part]
-                have[part] = download_file(spec.urls(part), target / file.name, file,
-                                           timeout=timeout)
+                have[part] = download_file(
+                    spec.urls(part), target / file.name, file, timeout=timeout
+                )
     except DownloadError as exc:
         raise DatasetNotFoundError(_not_found_message(spec, searched, str(exc))) from None
     return have
@@ -132,15 +140,18 @@ def _load_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.nda
     if images.ndim != 3 or images.dtype != np.uint8:
         raise IdxFormatError(
             f"{images_path}: expected uint8 images of shape (N, rows, cols), found "
-            f"{images.dtype} of shape {images.shape}")
+            f"{images.dtype} of shape {images.shape}"
+        )
     if labels.ndim != 1 or labels.dtype != np.uint8:
         raise IdxFormatError(
             f"{labels_path}: expected uint8 labels of shape (N,), found {labels.dtype} "
-            f"of shape {labels.shape}")
+            f"of shape {labels.shape}"
+        )
     if images.shape[0] != labels.shape[0]:
         raise IdxFormatError(
             f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
-            f"{labels.shape[0]} labels")
+            f"{labels.shape[0]} labels"
+        )
     return images, labels
 
 
@@ -202,7 +213,8 @@ def load_mnist(
             if t.size and int(t.max()) >= spec.num_classes:
                 raise IdxFormatError(
                     f"{paths[f'{prefix}_labels']}: label {int(t.max())} is out of range for "
-                    f"{spec.num_classes} classes")
+                    f"{spec.num_classes} classes"
+                )
             onehot = np.zeros((t.shape[0], spec.num_classes))
             onehot[np.arange(t.shape[0]), t] = 1.0
             t = onehot

@@ -66,8 +66,9 @@ def _fetch(url: str, dest: Path, file: DataFile, timeout: float) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def download_file(urls: list[str], dest: str | os.PathLike[str], file: DataFile, *,
-                  timeout: float = 30.0) -> Path:
+def download_file(
+    urls: list[str], dest: str | os.PathLike[str], file: DataFile, *, timeout: float = 30.0
+) -> Path:
     """Download ``file`` to ``dest`` from the first of ``urls`` that serves the right bytes.
 
     Parameters

@@ -103,8 +103,9 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return array.astype(dtype.newbyteorder("="), copy=True)
 
 
-def write_idx(path: str | os.PathLike[str], array: np.ndarray, *,
-              compress: bool | None = None) -> None:
+def write_idx(
+    path: str | os.PathLike[str], array: np.ndarray, *, compress: bool | None = None
+) -> None:
     """Write ``array`` as an IDX file (gzip-compressed if ``compress`` or the name ends .gz).
 
     The inverse of :func:`read_idx`, used to make small MNIST-format data sets and tests.

@@ -76,25 +76,35 @@ _MNIST = DatasetSpec(
     files={
         "train_images": DataFile(
             "train-images-idx3-ubyte.gz",
-            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            9912422,
+        ),
         "train_labels": DataFile(
             "train-labels-idx1-ubyte.gz",
-            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            28881,
+        ),
         "test_images": DataFile(
             "t10k-images-idx3-ubyte.gz",
-            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            1648877,
+        ),
         "test_labels": DataFile(
             "t10k-labels-idx1-ubyte.gz",
-            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            4542,
+        ),
     },
     mirrors=(
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
         "http://yann.lecun.com/exdb/mnist/",
     ),
-    hint=("MNIST has no OS package, but Fashion-MNIST (same format, same sizes) has: "
-          "sudo apt-get install dataset-fashion-mnist, then use dataset='fashion-mnist' "
-          "(--dataset fashion-mnist)"),
+    hint=(
+        "MNIST has no OS package, but Fashion-MNIST (same format, same sizes) has: "
+        "sudo apt-get install dataset-fashion-mnist, then use dataset='fashion-mnist' "
+        "(--dataset fashion-mnist)"
+    ),
     homepage="http://yann.lecun.com/exdb/mnist/",
 )
 
@@ -103,16 +113,24 @@ _FASHION = DatasetSpec(
     files={
         "train_images": DataFile(
             "train-images-idx3-ubyte.gz",
-            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            26421880,
+        ),
         "train_labels": DataFile(
             "train-labels-idx1-ubyte.gz",
-            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            29515,
+        ),
         "test_images": DataFile(
             "t10k-images-idx3-ubyte.gz",
-            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            4422102,
+        ),
         "test_labels": DataFile(
             "t10k-labels-idx1-ubyte.gz",
-            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+            5148,
+        ),
     },
     mirrors=(
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -136,7 +154,8 @@ def get_spec(dataset: str | DatasetSpec) -> DatasetSpec:
         return dataset
     if not isinstance(dataset, str):
         raise TypeError(
-            f"dataset: expected a name such as 'mnist' or a DatasetSpec, found {dataset!r}")
+            f"dataset: expected a name such as 'mnist' or a DatasetSpec, found {dataset!r}"
+        )
     key = dataset.strip().lower().replace("_", "-")
     if key not in DATASETS:
         raise ValueError(f"dataset: unknown name {dataset!r}; known: {', '.join(sorted(DATASETS))}")
