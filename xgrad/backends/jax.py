@@ -11,7 +11,7 @@ from xgrad.backends._registry import BackendEntry
 X64_HINT = (
     "JAX computes in float32 unless x64 is enabled: set JAX_ENABLE_X64=1 before starting "
     "Python or call jax.config.update('jax_enable_x64', True) before creating arrays "
-    "(or pass dtype='float32')"
+    "(or use float32: dtype='float32', or --dtype float32 on the command line)"
 )
 
 
