@@ -27,28 +27,13 @@ import numpy as np
 
 import xgrad
 from xgrad import numerical_diff
+from xgrad.testing import smooth_suite
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "numdiff.md"
 
 
-def sigmoid(v: Any) -> Any:
-    return 1.0 / (1.0 + np.exp(-v))
-
-
-# (name, f, exact derivative, point)
-SUITE: list[tuple[str, Callable[[Any], Any], Callable[[float], float], float]] = [
-    ("exp", np.exp, np.exp, 1.0),
-    ("sin", np.sin, np.cos, 1.0),
-    ("log at 1e-3", np.log, lambda v: 1 / v, 1e-3),
-    ("sqrt at 1e-3", np.sqrt, lambda v: 0.5 / np.sqrt(v), 1e-3),
-    ("1/x", lambda v: 1.0 / v, lambda v: -1 / v**2, 0.5),
-    ("(e^{x^2})^2", lambda v: np.exp(v**2) ** 2, lambda v: 4 * v * np.exp(2 * v**2), 0.5),
-    ("tanh", np.tanh, lambda v: 1 - np.tanh(v) ** 2, 0.5),
-    ("sigmoid", sigmoid, lambda v: sigmoid(v) * (1 - sigmoid(v)), 0.5),
-    ("exp(50x) at 0.1", lambda v: np.exp(50.0 * v), lambda v: 50 * np.exp(50 * v), 0.1),
-    ("x^2 at 1e6", lambda v: v**2, lambda v: 2 * v, 1e6),
-    ("cos at 3", np.cos, lambda v: -np.sin(v), 3.0),
-]
+# (name, f, exact derivative, point): the same suite as tests/test_accuracy.py.
+SUITE = smooth_suite(np)
 
 
 class Counted:

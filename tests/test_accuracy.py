@@ -13,31 +13,7 @@ import numpy as np
 import pytest
 
 from xgrad import numerical_diff
-
-
-def suite(xp):
-    """(name, f on arrays of xp, analytic derivative on float64 NumPy, point)."""
-
-    def sigmoid(v):
-        return 1.0 / (1.0 + xp.exp(-v))
-
-    def np_sigmoid(v):
-        return 1.0 / (1.0 + np.exp(-v))
-
-    return [
-        ("exp", xp.exp, np.exp, 1.0),
-        ("sin", xp.sin, np.cos, 1.0),
-        ("log@1e-3", xp.log, lambda v: 1 / v, 1e-3),
-        ("sqrt@1e-3", xp.sqrt, lambda v: 0.5 / np.sqrt(v), 1e-3),
-        ("1/x", lambda v: 1.0 / v, lambda v: -1 / v**2, 0.5),
-        ("(e^{x^2})^2", lambda v: xp.exp(v**2) ** 2, lambda v: 4 * v * np.exp(2 * v**2), 0.5),
-        ("tanh", xp.tanh, lambda v: 1 - np.tanh(v) ** 2, 0.5),
-        ("sigmoid", sigmoid, lambda v: np_sigmoid(v) * (1 - np_sigmoid(v)), 0.5),
-        ("exp(50x)", lambda v: xp.exp(50.0 * v), lambda v: 50 * np.exp(50 * v), 0.1),
-        ("x^2@1e6", lambda v: v**2, lambda v: 2 * v, 1e6),
-        ("cos@3", xp.cos, lambda v: -np.sin(v), 3.0),
-    ]
-
+from xgrad.testing import smooth_suite
 
 # Median bound of the issue, and a bound on every single result (nothing silently wrong).
 BOUNDS = {"float64": (1e-10, 1e-8), "float32": (1e-5, 2e-4)}
@@ -46,7 +22,7 @@ BOUNDS = {"float64": (1e-10, 1e-8), "float32": (1e-5, 2e-4)}
 def relative_errors(backend, dtype, method="central"):
     xp = backend.xp
     errors = {}
-    for name, f, df, point in suite(xp):
+    for name, f, df, point in smooth_suite(xp):
         x = backend.asarray(np.array(point), dtype=dtype)
         got = backend.to_numpy(numerical_diff(f, x, method=method))
         used = float(backend.to_numpy(x))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from xgrad._arrays import to_numpy
 
-__all__ = ["assert_close", "default_rtol"]
+__all__ = ["SuiteCase", "assert_close", "default_rtol", "smooth_suite"]
 
 # Relative tolerances for results that should equal a float64 NumPy reference up to
 # rounding: a few hundred ulps, since backends sum and fuse operations in other orders.
@@ -50,3 +52,38 @@ def assert_close(
     if rtol is None:
         rtol = default_rtol(a.dtype.name)
     np.testing.assert_allclose(a, d, rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+SuiteCase = tuple[str, Callable[[Any], Any], Callable[[Any], Any], float]
+
+
+def smooth_suite(xp: ModuleType) -> list[SuiteCase]:
+    """Smooth functions for judging a derivative: ``(name, f, exact f', point)``.
+
+    ``f`` works on arrays of the namespace ``xp``; the exact derivative works on float64
+    NumPy values. The points are chosen to be hard: log and sqrt near their domain edge,
+    a steep exponential, and x**2 at 1e6 (where float32 steps vanish).
+
+    >>> [name for name, *_ in smooth_suite(np)][:3]
+    ['exp', 'sin', 'log at 1e-3']
+    """
+
+    def sigmoid(v: Any) -> Any:
+        return 1.0 / (1.0 + xp.exp(-v))
+
+    def np_sigmoid(v: Any) -> Any:
+        return 1.0 / (1.0 + np.exp(-v))
+
+    return [
+        ("exp", xp.exp, np.exp, 1.0),
+        ("sin", xp.sin, np.cos, 1.0),
+        ("log at 1e-3", xp.log, lambda v: 1 / v, 1e-3),
+        ("sqrt at 1e-3", xp.sqrt, lambda v: 0.5 / np.sqrt(v), 1e-3),
+        ("1/x", lambda v: 1.0 / v, lambda v: -1 / v**2, 0.5),
+        ("(e^{x^2})^2", lambda v: xp.exp(v**2) ** 2, lambda v: 4 * v * np.exp(2 * v**2), 0.5),
+        ("tanh", xp.tanh, lambda v: 1 - np.tanh(v) ** 2, 0.5),
+        ("sigmoid", sigmoid, lambda v: np_sigmoid(v) * (1 - np_sigmoid(v)), 0.5),
+        ("exp(50x) at 0.1", lambda v: xp.exp(50.0 * v), lambda v: 50 * np.exp(50 * v), 0.1),
+        ("x^2 at 1e6", lambda v: v**2, lambda v: 2 * v, 1e6),
+        ("cos at 3", xp.cos, lambda v: -np.sin(v), 3.0),
+    ]
