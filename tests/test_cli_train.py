@@ -78,6 +78,7 @@ def train_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_train(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib", reason="the figures need the plot extra")
     assert main(train_args(data_dir, tmp_path / "run")) == 0
     out, err = capsys.readouterr()
     assert err == ""

@@ -179,6 +179,7 @@ def _docs_extra_missing() -> list[str]:
 @pytest.mark.parametrize("spec", BACKENDS)
 @pytest.mark.parametrize("script", list(SCRIPTS))
 def test_example_script(script: str, spec: str, data_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the examples draw the books' figures")
     if not _usable(spec):
         pytest.skip(f"backend {spec} is not usable here")
     if spec == OTHER_BACKEND and not _docs_extra_missing():

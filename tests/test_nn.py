@@ -237,11 +237,11 @@ def test_numerical_gradient_equals_the_loop(backend: xgrad.Backend, activation: 
     for k in KEYS:
         g = net.backend.to_numpy(fast[k])
         assert np.max(np.abs(g - slow[k])) <= 1e-9 * np.max(np.abs(slow[k])), k
-    # chunking changes nothing, not even rounding
+    # chunking changes nothing but the order of GPU sums (a few ulp on torch-cuda)
     for chunk in (1, 7):
         other = net.numerical_gradient(x, t, chunk_size=chunk)
         for k in KEYS:
-            assert_close(other[k], net.backend.to_numpy(fast[k]), rtol=0)
+            assert_close(other[k], net.backend.to_numpy(fast[k]), rtol=1e-13)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -258,7 +258,8 @@ def test_numerical_gradient_agrees_with_backprop(backend: xgrad.Backend, dtype: 
 
 
 # -- cross-backend training agreement ---------------------------------------------------
-N_TRAIN, STEPS, BATCH, LR = 500, 100, 100, 0.5
+# lr 0.5 made the relu float32 run chaotic: a 3e-7 change of W1 moved the loss by 2e-2.
+N_TRAIN, STEPS, BATCH, LR = 500, 100, 100, 0.1
 
 
 @functools.cache

@@ -190,6 +190,7 @@ def strip_timings(history: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_files_written(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the figures need the plot extra")
     result = train(**CONFIG, out=tmp_path / "run")
     run = tmp_path / "run"
     assert set(result.files) == {

@@ -69,7 +69,8 @@ def _targets(
             )
         n_classes = y_shape[-1]
         if t.size:
-            lo, hi = int(xp.min(t)), int(xp.max(t))
+            # One device-to-host transfer (two int() calls would synchronize twice).
+            lo, hi = (int(v) for v in b.to_numpy(xp.stack([xp.min(t), xp.max(t)])))
             if lo < 0 or hi >= n_classes:
                 raise ValueError(
                     f"{name}: class labels must lie in [0, {n_classes}) for y of shape"

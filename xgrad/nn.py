@@ -36,8 +36,10 @@ _PARAM_KEYS = ("W1", "b1", "W2", "b2")
 
 # Elements of the largest temporary array in one vectorized evaluation of
 # `loss_differences` (about 8 MB in float64): large enough to amortize the per-call cost on a
-# CPU, small enough to stay near the caches. A GPU wants `chunk_size` far larger.
+# CPU, small enough to stay near the caches. A GPU wants few, large calls: on an H100 the
+# 784-50-10 gradient took 56 ms with the CPU chunk and 12.7 ms with all W1 pairs at once.
 _CHUNK_ELEMENTS = 2**20
+_ACCELERATOR_CHUNK_ELEMENTS = 2**27
 
 
 def default_step(dtype: str) -> float:
@@ -413,7 +415,8 @@ class TwoLayerNet:
             raise ValueError(f"h: expected a finite number > 0, found {h!r}")
         n, n_classes = int(x.shape[0]), self.output_size
         if chunk_size is None:
-            chunk_size = max(1, _CHUNK_ELEMENTS // (2 * n * n_classes))
+            budget = _ACCELERATOR_CHUNK_ELEMENTS if self.backend.accelerator else _CHUNK_ELEMENTS
+            chunk_size = max(1, budget // (2 * n * n_classes))
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size: expected a positive int, found {chunk_size!r}")
         return _loss_differences(xp, x, target, self.params, self.activation, float(h), chunk_size)

@@ -55,6 +55,9 @@ class Backend:
         The library's own device object; every array the backend creates lives there.
     device_label : str
         Short device name as used in backend specs (``"cpu"``, ``"cuda:0"``, ``"device1"``).
+    accelerator : bool
+        Whether the device is a GPU (or another accelerator): work there wants few, large
+        vectorized calls rather than cache-sized ones.
     library : str
         Import name of the array library.
     """
@@ -66,6 +69,7 @@ class Backend:
     library: str
     version: str
     device_name: str = ""
+    accelerator: bool = False
     _float64_error: Callable[[], str | None] = field(default=lambda: None)
     _to_numpy: Callable[[Any], np.ndarray] = field(default=np.asarray)
     _synchronize: Callable[[tuple[Any, ...]], None] = field(default=lambda arrays: None)

@@ -86,6 +86,7 @@ def create(device: str | None) -> Backend:
         library="cupy",
         version=cupy.__version__,
         device_name=name,
+        accelerator=True,
         _to_numpy=to_numpy,
         _synchronize=sync,
         _owns=_owns,

@@ -80,6 +80,7 @@ def create(device: str | None) -> Backend:
         library="torch",
         version=torch.__version__,
         device_name=name,
+        accelerator=dev.type != "cpu",
         _to_numpy=to_numpy,
         _synchronize=sync,
         _owns=_owns,
