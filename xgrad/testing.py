@@ -64,8 +64,9 @@ def smooth_suite(xp: ModuleType) -> list[SuiteCase]:
     NumPy values. The points are chosen to be hard: log and sqrt near their domain edge,
     a steep exponential, and x**2 at 1e6 (where float32 steps vanish).
 
-    >>> [name for name, *_ in smooth_suite(np)][:3]
-    ['exp', 'sin', 'log at 1e-3']
+    >>> name, f, df, point = smooth_suite(np)[2]
+    >>> name, float(df(point))
+    ('log at 1e-3', 1000.0)
     """
 
     def sigmoid(v: Any) -> Any:
