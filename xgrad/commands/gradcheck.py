@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from xgrad.commands._options import add_data_arguments, add_device_arguments, add_net_arguments
+
 HELP = (
     "the book's gradient check: backprop vs numerical gradient of a fresh two-layer net "
     "on a few real training samples, on one or every available backend"
@@ -21,28 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="check on every backend usable here (default device of each)",
     )
-    parser.add_argument("--device", help="device of --backend, e.g. cuda:1")
-    parser.add_argument(
-        "--dataset",
-        default="mnist",
-        choices=["mnist", "fashion-mnist"],
-        help="data set (default mnist)",
-    )
-    parser.add_argument(
-        "--data-dir", metavar="DIR", help="look for (and download) the data here first"
-    )
-    parser.add_argument("--no-download", action="store_true", help="only use data on disk")
-    parser.add_argument(
-        "--dtype", choices=["float32", "float64"], help="float precision (default float64)"
-    )
+    add_device_arguments(parser)
+    add_data_arguments(parser)
     parser.add_argument("--batch", type=int, default=3, help="training samples used (the book's 3)")
-    parser.add_argument("--hidden", type=int, default=50, help="hidden units (50)")
-    parser.add_argument(
-        "--activation",
-        default="relu",
-        choices=["sigmoid", "relu"],
-        help="hidden activation (relu: the book's ch. 5 net)",
-    )
+    add_net_arguments(parser, activation="relu")
     parser.add_argument("--seed", type=int, default=0, help="seed of the net's weights (0)")
 
 

@@ -6,35 +6,18 @@ import argparse
 import time
 from pathlib import Path
 
+from xgrad.commands._options import add_data_arguments, add_device_arguments, add_net_arguments
+
 HELP = "train the book's two-layer net on MNIST-format data (history, figures, checkpoints)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--dataset",
-        default="mnist",
-        choices=["mnist", "fashion-mnist"],
-        help="data set (default: mnist; fashion-mnist is the Debian/Ubuntu "
-        "package dataset-fashion-mnist)",
-    )
-    data.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="look for (and download) the data here first; also $XGRAD_DATA",
-    )
-    data.add_argument("--no-download", action="store_true", help="only use data already on disk")
+    add_data_arguments(parser.add_argument_group("data"))
     model = parser.add_argument_group("model and training (defaults: the book's ch. 4)")
     model.add_argument("--iters", type=int, default=10000, help="iterations (default 10000)")
     model.add_argument("--batch-size", type=int, default=100, help="minibatch size (100)")
     model.add_argument("--lr", type=float, default=0.1, help="learning rate (0.1)")
-    model.add_argument("--hidden", type=int, default=50, help="hidden units (50)")
-    model.add_argument(
-        "--activation",
-        default="sigmoid",
-        choices=["sigmoid", "relu"],
-        help="hidden activation (sigmoid: ch. 4; relu: ch. 5)",
-    )
+    add_net_arguments(model, activation="sigmoid")
     model.add_argument(
         "--gradient",
         default="backprop",
@@ -57,10 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "optionally with a device: torch:cuda (default: "
         "$XGRAD_BACKEND or numpy)",
     )
-    where.add_argument("--device", help="device of the backend, e.g. cuda:1")
-    where.add_argument(
-        "--dtype", choices=["float32", "float64"], help="float precision (default float64)"
-    )
+    add_device_arguments(where)
     out = parser.add_argument_group("output")
     out.add_argument(
         "--out",
