@@ -18,6 +18,18 @@ from xgrad.backends import (
     set_backend,
     use_backend,
 )
+from xgrad.errors import (
+    AccuracyError,
+    AccuracyWarning,
+    ArgumentError,
+    ArgumentTypeError,
+    DivergenceError,
+    InputIgnoredWarning,
+    NonFiniteError,
+    NumericalError,
+    StepSizeWarning,
+    XgradError,
+)
 
 __version__ = "0.1.0"
 
@@ -32,7 +44,6 @@ _LAZY = {
     "jacobian": "xgrad.derivatives",
     "hessian": "xgrad.derivatives",
     "gradient_descent": "xgrad.descent",
-    "DivergenceError": "xgrad.descent",
     "Variable": "xgrad.dezero",
     "Function": "xgrad.dezero",
     "Square": "xgrad.dezero",
@@ -42,7 +53,7 @@ _LAZY = {
     "train": "xgrad.training",
     "load_mnist": "xgrad.datasets",
 }
-_SUBMODULES = ("functions", "layers", "nn", "optim", "datasets", "training", "random")
+_SUBMODULES = ("errors", "functions", "layers", "nn", "optim", "datasets", "training", "random")
 
 __all__ = [
     "Backend",
@@ -52,6 +63,16 @@ __all__ = [
     "register_backend",
     "set_backend",
     "use_backend",
+    "AccuracyError",
+    "AccuracyWarning",
+    "ArgumentError",
+    "ArgumentTypeError",
+    "DivergenceError",
+    "InputIgnoredWarning",
+    "NonFiniteError",
+    "NumericalError",
+    "StepSizeWarning",
+    "XgradError",
     *_LAZY,
     *_SUBMODULES,
 ]

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from xgrad.errors import StepSizeWarning
+
 __all__ = [
     "GRADIENT_STEP_FACTOR",
     "METHODS",
@@ -35,10 +37,6 @@ METHODS = ("central", "forward", "backward", "complex", "richardson")
 # |f|, so the optimal central step (3 eps |f| / |f'''|)^(1/3) is a few times cbrt(eps):
 # on a 30-10-5 sigmoid net 4*cbrt(eps) beat both cbrt(eps) and the book's fixed 1e-4.
 GRADIENT_STEP_FACTOR = 4.0
-
-
-class StepSizeWarning(RuntimeWarning):
-    """An explicit step ``h`` did not change ``x`` somewhere and was enlarged there."""
 
 
 def finfo(xp: Any, dtype: Any) -> tuple[float, float]:

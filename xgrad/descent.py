@@ -10,26 +10,10 @@ import numpy as np
 from xgrad._arrays import as_float_array
 from xgrad.backends import Backend
 from xgrad.backends._base import DtypeLike
+from xgrad.errors import DivergenceError
 from xgrad.numdiff import numerical_gradient
 
 __all__ = ["DivergenceError", "gradient_descent"]
-
-
-class DivergenceError(ArithmeticError):
-    """Gradient descent reached inf or nan.
-
-    Attributes
-    ----------
-    step : int
-        The step (1-based) whose update produced the non-finite iterate or gradient.
-    x : array
-        The last finite iterate (before that step).
-    """
-
-    def __init__(self, message: str, *, step: int, x: Any) -> None:
-        super().__init__(message)
-        self.step = step
-        self.x = x
 
 
 def gradient_descent(

@@ -20,10 +20,10 @@ import numpy as np
 from xgrad import _steps
 from xgrad._arrays import as_float_array
 from xgrad._richardson import ArrayOps, ScalarOps, central_tableau, one_sided, quiet
-from xgrad._steps import StepSizeWarning
 from xgrad.backends import Backend, resolve_backend
 from xgrad.backends._base import DtypeLike
 from xgrad.backends._registry import backend_of
+from xgrad.errors import InputIgnoredWarning, StepSizeWarning
 
 __all__ = [
     "DiffResult",
@@ -38,10 +38,6 @@ _TINY64 = float(np.finfo(np.float64).smallest_normal)
 # method="richardson": central differences at 6 steps halving from eps^(1/7)*scale,
 # extrapolated by Neville's tableau up to order 12.
 _RICHARDSON_LEVELS = 6
-
-
-class InputIgnoredWarning(RuntimeWarning):
-    """f received a copy of x and no perturbation of it changed f's value."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import numpy as np
 
 from xgrad.backends import Backend, get_backend
 from xgrad.backends._base import DtypeLike
+from xgrad.errors import XgradError
 
 __all__ = ["TrainResult", "TrainStep", "TrainingDiverged", "plot_history", "train"]
 
@@ -54,7 +55,7 @@ _MUST_MATCH = (
 _GRADIENTS = ("backprop", "numerical")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(XgradError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 

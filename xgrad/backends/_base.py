@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from xgrad.errors import XgradError
+
 __all__ = ["Backend", "BackendUnavailableError", "DtypeLike"]
 
 DtypeLike = Any  # "float32", "float64", a NumPy dtype, or a namespace dtype
 
 
-class BackendUnavailableError(ImportError):
+class BackendUnavailableError(XgradError, ImportError):
     """A registered backend cannot be used here: not installed, or installed but unusable.
 
     The message names the backend, the reason and, where it helps, the pip extra to install.

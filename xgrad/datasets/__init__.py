@@ -17,6 +17,7 @@ import numpy as np
 from xgrad.datasets._download import DownloadError, download_file
 from xgrad.datasets._idx import IdxFormatError, read_idx, write_idx
 from xgrad.datasets._registry import DATASETS, PARTS, DataFile, DatasetSpec, get_spec
+from xgrad.errors import XgradError
 
 __all__ = [
     "DATASETS",
@@ -35,7 +36,7 @@ __all__ = [
 ENV_DATA = "XGRAD_DATA"
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(XgradError, FileNotFoundError):
     """The data set is nowhere on disk and could not (or may not) be downloaded."""
 
 

@@ -15,13 +15,14 @@ import urllib.request
 from pathlib import Path
 
 from xgrad.datasets._registry import DataFile
+from xgrad.errors import XgradError
 
 __all__ = ["DownloadError", "download_file"]
 
 _CHUNK = 1 << 16
 
 
-class DownloadError(OSError):
+class DownloadError(XgradError, OSError):
     """A file could not be downloaded from any mirror (the message lists each attempt)."""
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xgrad.errors import XgradError
+
 __all__ = ["IdxFormatError", "read_idx", "write_idx"]
 
 # IDX type code -> big-endian NumPy dtype (the format's own table).
@@ -31,7 +33,7 @@ _CODES = {dt.newbyteorder("=").name: code for code, dt in _TYPES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(XgradError, ValueError):
     """A file is not a valid IDX file (bad magic number, truncated, wrong size...)."""
 
 
