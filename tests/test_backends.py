@@ -15,6 +15,7 @@ import pytest
 
 import xgrad
 from xgrad.backends import Backend, BackendEntry, BackendUnavailableError, _registry
+from xgrad.errors import ArgumentError, ArgumentTypeError
 from xgrad.random import HostRandom
 from xgrad.testing import assert_close
 
@@ -28,6 +29,8 @@ def clean_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_registry, "_cache", {})
     monkeypatch.setattr(_registry, "_default", [])
     monkeypatch.setattr(_registry, "_type_owner", {})
+    monkeypatch.setattr(_registry, "_env_checked", {})
+    monkeypatch.setattr(_registry, "_env_warned", set())
     monkeypatch.delenv("XGRAD_BACKEND", raising=False)
 
 
@@ -132,7 +135,7 @@ def test_name_carries_device() -> None:
     assert b.spec == "array_api_strict:device1"
     assert b.id == "array_api_strict-device1"
     assert xgrad.get_backend("array_api_strict", device="device1") == b
-    with pytest.raises(ValueError, match="device: numpy arrays live on 'cpu' only"):
+    with pytest.raises(ArgumentError, match="device: 'cuda' is not a device of backend 'numpy'"):
         xgrad.get_backend("numpy:cuda")
 
 
@@ -164,8 +167,12 @@ def test_missing_library_names_pip_extra(clean_registry: None) -> None:
         ),
     )
     reason = xgrad.available_backends()["ghost"]
-    assert reason == "xgrad_ghost_lib is not installed (pip install 'xgrad[ghost]')"
-    with pytest.raises(BackendUnavailableError, match=r"'ghost' is unavailable.*xgrad\[ghost\]"):
+    assert reason == (
+        'xgrad_ghost_lib is not installed (pip install -e ".[ghost]" in the xgrad source tree)'
+    )
+    with pytest.raises(
+        BackendUnavailableError, match=r"'ghost' is unavailable.*-e \"\.\[ghost\]\""
+    ):
         xgrad.get_backend("ghost")
     assert issubclass(BackendUnavailableError, ImportError)
 
@@ -188,7 +195,7 @@ def test_cupy_not_installed_names_extra() -> None:
     pytest.importorskip("pytest")  # always present; documents the branch below
     if importlib.util.find_spec("cupy") is not None:
         pytest.skip("cupy is installed here")
-    with pytest.raises(BackendUnavailableError, match=r"pip install 'xgrad\[cuda13\]'"):
+    with pytest.raises(BackendUnavailableError, match=r'pip install -e "\.\[cuda13\]"'):
         xgrad.get_backend("cupy")
 
 
@@ -213,7 +220,7 @@ def test_register_backend_and_entry_point(
     xgrad.register_backend("mine", factory)
     assert xgrad.get_backend("mine:cpu") is numpy_backend
     assert calls == ["cpu"]
-    with pytest.raises(ValueError, match="without ':'"):
+    with pytest.raises(ArgumentError, match="no ':' or spaces"):
         xgrad.register_backend("a:b", factory)
     with pytest.raises(TypeError, match="factory: expected a callable"):
         xgrad.register_backend("bad", 3)  # type: ignore[arg-type]
@@ -390,3 +397,137 @@ def test_cli_backends_json() -> None:
     assert rows["numpy"]["status"] == "available"
     assert rows["numpy"]["devices"] == "cpu"
     assert set(rows) == set(xgrad.available_backends())
+
+
+# -- refusals that used to pass silently (issue 11) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec", ["torch:mps", "torch:xla", "torch:meta", "torch:cpu:1", "numpy:cuda", "cupy:cpu"]
+)
+def test_devices_outside_the_backend_are_refused_when_parsed(spec: str) -> None:
+    # Before: torch accepted mps/xla/meta/cpu:1 and failed later with torch's own error.
+    name, _, device = spec.partition(":")
+    with pytest.raises(ArgumentError, match=rf"device: '{device}' is not a device of backend"):
+        xgrad.get_backend(spec)
+    valid = ", ".join(_registry.registered_backends()[name].device_forms)
+    with pytest.raises(ArgumentError) as info:
+        xgrad.get_backend(name, device=device)
+    assert f"valid devices: {valid}" in str(info.value)
+
+
+@pytest.mark.parametrize("spec", ["numpy ", " numpy", "numpy:", ":cpu", "", "torch: cpu"])
+def test_malformed_specs_are_refused(spec: str) -> None:
+    with pytest.raises(ArgumentError, match=r"backend: expected NAME or NAME:DEVICE"):
+        xgrad.get_backend(spec)
+
+
+def test_valid_device_forms_still_work() -> None:
+    assert xgrad.get_backend("torch:cpu").device_label == "cpu"
+    assert xgrad.get_backend("numpy:cpu").device_label == "cpu"
+    assert xgrad.get_backend("array_api_strict:cpu").device_label == "CPU_DEVICE"
+    entry = _registry.registered_backends()["torch"]
+    assert entry.accepts_device("cuda:12") and entry.accepts_device("cuda")
+    assert not entry.accepts_device("cuda:x") and not entry.accepts_device("cuda:1:2")
+
+
+def test_builtin_backend_is_not_replaced_silently(clean_registry: None) -> None:
+    numpy_backend = xgrad.get_backend("numpy")
+    with pytest.raises(ArgumentError, match=r"'numpy' is a built-in backend; pass replace=True"):
+        xgrad.register_backend("numpy", lambda device: numpy_backend)
+    assert xgrad.get_backend("numpy") is numpy_backend
+    xgrad.register_backend("mine", lambda device: numpy_backend)
+    with pytest.raises(ArgumentError, match=r"'mine' is already registered"):
+        xgrad.register_backend("mine", lambda device: numpy_backend)
+    calls: list[str | None] = []
+
+    def factory(device: str | None) -> Backend:
+        calls.append(device)
+        return numpy_backend
+
+    xgrad.register_backend("numpy", factory, replace=True)
+    assert xgrad.get_backend("numpy") is numpy_backend
+    assert calls == [None]
+
+
+def test_factory_result_is_checked_and_not_cached(clean_registry: None) -> None:
+    def bad_factory(device: str | None) -> int:
+        return 3
+
+    xgrad.register_backend("bad", bad_factory)  # type: ignore[arg-type]
+    for _ in range(2):  # not cached: the second call fails the same way
+        with pytest.raises(ArgumentTypeError, match=r"factory: .*'bad' \(.*bad_factory\)"):
+            xgrad.get_backend("bad")
+    # The registry keeps working for everyone else.
+    assert xgrad.get_backend("numpy").name == "numpy"
+
+
+def test_garbage_xgrad_backend_is_an_error_without_arrays_and_a_warning_with_them(
+    clean_registry: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xgrad import functions as F
+
+    monkeypatch.setenv("XGRAD_BACKEND", "garbage")
+    with pytest.raises(ArgumentError, match=r"XGRAD_BACKEND='garbage' is not a backend spec"):
+        xgrad.get_backend()
+    with pytest.warns(xgrad.backends.BackendWarning, match=r"XGRAD_BACKEND='garbage'") as rec:
+        result = F.softmax(np.zeros(2))
+    assert rec[0].filename == __file__  # points at the caller, not inside xgrad
+    np.testing.assert_array_equal(result, [0.5, 0.5])
+    F.softmax(np.zeros(2))  # once per value: no second warning (filterwarnings = error)
+    monkeypatch.setenv("XGRAD_BACKEND", "torch:mps")
+    with pytest.raises(ArgumentError, match=r"XGRAD_BACKEND='torch:mps'.*valid devices"):
+        xgrad.get_backend()
+
+
+@pytest.mark.parametrize("fmt", [[], ["--json"]])
+def test_cli_backends_reports_garbage_xgrad_backend(fmt: list[str]) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "xgrad.cli", "backends", *fmt],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XGRAD_BACKEND": "garbage"},
+        check=False,
+    )
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert "xgrad backends: error: XGRAD_BACKEND='garbage'" in res.stderr
+    if fmt:
+        data = json.loads(res.stdout)
+        assert data["default"]["env"] == "garbage"
+        assert "unknown name 'garbage'" in data["default"]["error"]
+        assert {r["backend"] for r in data["backends"]} >= {"numpy"}
+    else:
+        assert "default backend: ERROR: XGRAD_BACKEND='garbage'" in res.stdout
+        assert any(line.startswith("numpy ") for line in res.stdout.splitlines())
+
+
+def test_cli_backends_names_the_default() -> None:
+    env = {**os.environ, "XGRAD_BACKEND": "array_api_strict:device1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "xgrad.cli", "backends"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[1] == "default backend: array_api_strict:device1 (XGRAD_BACKEND)"
+
+
+def test_dtype_names_that_are_no_dtype() -> None:
+    b = xgrad.get_backend("numpy")
+    for bad in ["banana", "sum", object()]:
+        with pytest.raises(ArgumentError, match=r"dtype: expected"):
+            b.float_dtype(bad)
+        with pytest.raises(ArgumentError, match=r"dtype: expected"):
+            b.asarray([1.0], dtype=bad)
+    assert b.asarray([1], dtype="int32").dtype == np.int32
+
+
+def test_host_random_refuses_negative_and_bool_seeds() -> None:
+    with pytest.raises(ArgumentError, match=r"seed: expected an int >= 0, found -1"):
+        HostRandom(-1)
+    with pytest.raises(ArgumentTypeError, match=r"seed: expected an int >= 0"):
+        HostRandom(True)  # type: ignore[arg-type]
+    assert HostRandom(np.int64(3)).rng.integers(10) == HostRandom(3).rng.integers(10)

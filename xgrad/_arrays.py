@@ -9,6 +9,7 @@ import numpy as np
 from xgrad.backends import Backend, resolve_backend
 from xgrad.backends._base import DtypeLike
 from xgrad.backends._registry import backend_of
+from xgrad.errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["as_float_array", "is_array", "to_numpy"]
 
@@ -30,6 +31,24 @@ def to_numpy(x: Any) -> np.ndarray:
     return owner.to_numpy(x)
 
 
+def _host(x: Any, name: str) -> np.ndarray:
+    """A host copy of non-backend input; ragged or non-numeric data named by ``name``."""
+    if is_array(x):
+        return to_numpy(x)
+    try:
+        return np.asarray(x)
+    except ValueError as exc:
+        # NumPy's "inhomogeneous shape" message: rows of different lengths.
+        raise ArgumentError(
+            f"{name}: expected a rectangular array (nested lists of equal lengths), found"
+            f" ragged data ({exc})"
+        ) from None
+    except TypeError as exc:
+        raise ArgumentTypeError(
+            f"{name}: expected an array of numbers, found {type(x).__name__} ({exc})"
+        ) from None
+
+
 def as_float_array(
     x: Any, *, backend: str | Backend | None = None, dtype: DtypeLike = None, name: str = "x"
 ) -> tuple[Any, Backend]:
@@ -43,14 +62,13 @@ def as_float_array(
     if b.owns(x):
         kind = b.dtype_name(x.dtype)
     else:
-        host = np.asarray(x) if not is_array(x) else to_numpy(x)
-        kind = host.dtype.name
-        x = host
+        x = _host(x, name)
+        kind = x.dtype.name
     if kind.startswith("complex"):
-        raise TypeError(f"{name}: expected a real array, found dtype {kind}")
+        raise ArgumentTypeError(f"{name}: expected a real array, found dtype {kind}")
     integer_like = kind.startswith(("int", "uint")) or kind == "bool"
     if kind not in ("float32", "float64") and not integer_like:
-        raise TypeError(f"{name}: expected a numeric array, found dtype {kind}")
+        raise ArgumentTypeError(f"{name}: expected a numeric array, found dtype {kind}")
     if dtype is None:
         target = kind if kind in ("float32", "float64") else None
         target_dtype = b.float_dtype(target)

@@ -10,6 +10,7 @@ first and skip all checks: the layers and nets call them on arrays they already 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from array_api_compat import device as _device
@@ -17,6 +18,7 @@ from array_api_compat import device as _device
 from xgrad._arrays import as_float_array
 from xgrad.backends import Backend, resolve_backend
 from xgrad.backends._registry import backend_of
+from xgrad.errors import ArgumentError, ArgumentTypeError
 
 __all__ = [
     "cross_entropy_error",
@@ -43,26 +45,75 @@ def _shape(x: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in x.shape)
 
 
+# How far a target row's sum may be from 1: loose enough for probabilities rounded to
+# float32 (or summed there), tight enough to catch rows that sum to 0.5, 2 or 0.
+_ROW_SUM_TOL = 1e-3
+
+
+def _index_dtype(b: Backend) -> Any:
+    """The namespace's default integer dtype (int32 for JAX without x64, else int64).
+
+    Asking for int64 where JAX cannot give it makes JAX warn on every call.
+    """
+    info = getattr(b.xp, "__array_namespace_info__", None)
+    if info is None:
+        return b.xp.int64
+    return info().default_dtypes(device=b.device)["integral"]
+
+
 def _targets(
-    b: Backend, t: Any, y_shape: tuple[int, ...], dtype: Any, name: str = "t"
+    b: Backend,
+    t: Any,
+    y_shape: tuple[int, ...],
+    dtype: Any,
+    name: str = "t",
+    batch_name: str = "x",
 ) -> tuple[Any, bool]:
     """``t`` on backend ``b``, and whether it holds class labels (else one-hot rows).
 
     Labels have shape ``y_shape[:-1]`` and an integer dtype, values in ``[0, C)``; one-hot
-    (or probability) targets have shape ``y_shape`` and become floating ``dtype``.
-    Anything else is refused with a message naming both shapes.
+    (or probability) targets have shape ``y_shape`` and become floating ``dtype``, with
+    entries >= 0 and rows summing to 1. Anything else is refused with a message naming
+    both shapes, as is an empty batch (``batch_name`` is the argument that holds it).
+    Each check costs one reduction and one device-to-host transfer per call.
     """
     xp = b.xp
+    if math.prod(y_shape[:-1]) == 0:
+        raise ArgumentError(
+            f"{batch_name}: expected at least one sample, found an empty batch (scores of"
+            f" shape {y_shape}); a mean over no samples is undefined"
+        )
     if not b.owns(t):
-        t = b.asarray(t)
+        try:
+            t = b.asarray(t)
+        except (TypeError, ValueError) as exc:
+            raise ArgumentTypeError(
+                f"{name}: expected class labels or one-hot rows as an array, found"
+                f" {type(t).__name__} that is not one ({exc})"
+            ) from None
     t_shape = _shape(t)
     if t_shape == y_shape:
         if not xp.isdtype(t.dtype, ("real floating", "integral", "bool")):
-            raise TypeError(f"{name}: expected a real array, found dtype {b.dtype_name(t.dtype)}")
-        return xp.astype(t, dtype), False
+            raise ArgumentTypeError(
+                f"{name}: expected a real array, found dtype {b.dtype_name(t.dtype)}"
+            )
+        t = xp.astype(t, dtype)
+        # One transfer for both checks; NaN fails both comparisons and is refused too.
+        lo, off = (
+            float(v)
+            for v in b.to_numpy(xp.stack([xp.min(t), xp.max(xp.abs(xp.sum(t, axis=-1) - 1.0))]))
+        )
+        if not (lo >= 0 and off <= _ROW_SUM_TOL):
+            raise ArgumentError(
+                f"{name}: expected one-hot (or probability) rows of shape {y_shape} with entries"
+                f" >= 0 and each row summing to 1; found smallest entry {lo:g} and a row sum"
+                f" off from 1 by {off:g} (pass integer class labels of shape {y_shape[:-1]}"
+                f" for hard targets)"
+            )
+        return t, False
     if t_shape == y_shape[:-1]:
         if not xp.isdtype(t.dtype, "integral"):
-            raise ValueError(
+            raise ArgumentError(
                 f"{name}: shape {t_shape} means class labels for y of shape {y_shape}, which must"
                 f" be integers; found dtype {b.dtype_name(t.dtype)} (one-hot targets must have"
                 f" the shape of y)"
@@ -72,12 +123,13 @@ def _targets(
             # One device-to-host transfer (two int() calls would synchronize twice).
             lo, hi = (int(v) for v in b.to_numpy(xp.stack([xp.min(t), xp.max(t)])))
             if lo < 0 or hi >= n_classes:
-                raise ValueError(
+                raise ArgumentError(
                     f"{name}: class labels must lie in [0, {n_classes}) for y of shape"
                     f" {y_shape}; found values in [{lo}, {hi}]"
                 )
-        return xp.astype(t, xp.int64), True
-    raise ValueError(
+        index = _index_dtype(b)
+        return (t if t.dtype == index else xp.astype(t, index)), True
+    raise ArgumentError(
         f"{name}: expected class labels of shape {y_shape[:-1]} or one-hot targets of shape"
         f" {y_shape} (y has shape {y_shape}); found shape {t_shape}"
     )
@@ -192,7 +244,7 @@ def softmax(x: Any, axis: int = -1) -> Any:
     """
     x, b = _float_input(x, "x")
     if x.ndim == 0:
-        raise ValueError("x: expected an array with at least one dimension, found a scalar")
+        raise ArgumentError("x: expected an array with at least one dimension, found a scalar")
     return _softmax(b.xp, x, axis=axis)
 
 
@@ -237,8 +289,8 @@ def cross_entropy_error(y: Any, t: Any, eps: float = 1e-7) -> Any:
     b = resolve_backend(b, y, t)
     xp = b.xp
     if y.ndim not in (1, 2):
-        raise ValueError(f"y: expected shape (C,) or (N, C), found {_shape(y)}")
-    target, is_labels = _targets(b, t, _shape(y), y.dtype)
+        raise ArgumentError(f"y: expected shape (C,) or (N, C), found {_shape(y)}")
+    target, is_labels = _targets(b, t, _shape(y), y.dtype, batch_name="y")
     if is_labels:
         target = _one_hot(xp, target, int(y.shape[-1]), y.dtype)
     batch = 1 if y.ndim == 1 else int(y.shape[0])
@@ -257,6 +309,6 @@ def mean_squared_error(y: Any, t: Any) -> Any:
     b = resolve_backend(b, y, t)
     t, _ = as_float_array(t, backend=b, dtype=b.dtype_name(y.dtype), name="t")
     if _shape(t) != _shape(y):
-        raise ValueError(f"t: expected the shape of y {_shape(y)}, found {_shape(t)}")
+        raise ArgumentError(f"t: expected the shape of y {_shape(y)}, found {_shape(t)}")
     d = y - t
     return 0.5 * b.xp.sum(d * d)

@@ -13,6 +13,7 @@ from array_api_compat import array_namespace
 
 from xgrad.backends import Backend
 from xgrad.backends._registry import backend_of
+from xgrad.errors import ArgumentError, ArgumentTypeError
 from xgrad.functions import _one_hot, _sigmoid, _softmax_cross_entropy, _targets
 
 __all__ = ["Affine", "Relu", "Sigmoid", "SoftmaxWithLoss"]
@@ -30,7 +31,7 @@ def _namespace(x: Any, name: str = "x") -> Any:
     try:
         xp = array_namespace(x)
     except TypeError:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{name}: expected an array of a registered backend, found {type(x).__name__}"
         ) from None
     _NAMESPACES[type(x)] = xp
@@ -110,7 +111,7 @@ class Affine:
 
     def __init__(self, W: Any, b: Any, *, input_grad: bool = True) -> None:
         if W.ndim != 2 or b.ndim != 1 or b.shape[0] != W.shape[1]:
-            raise ValueError(
+            raise ArgumentError(
                 f"W, b: expected shapes (D, M) and (M,),"
                 f" found {tuple(W.shape)} and {tuple(b.shape)}"
             )
@@ -128,7 +129,7 @@ class Affine:
         if x.ndim != 2:
             x = xp.reshape(x, (x.shape[0] if x.ndim else 1, -1))
         if x.shape[1] != self.W.shape[0]:
-            raise ValueError(
+            raise ArgumentError(
                 f"x: expected {self.W.shape[0]} features per sample for W of shape"
                 f" {tuple(self.W.shape)}, found input of shape {self.original_x_shape}"
             )
@@ -162,8 +163,10 @@ class SoftmaxWithLoss:
     Notes
     -----
     ``t`` is integer class labels of shape ``(N,)`` or one-hot (probability) rows of shape
-    ``(N, C)``. For probability rows that do not sum to 1, ``backward`` returns the gradient
-    ``(y * sum(t) - t) / N`` of the loss it computed.
+    ``(N, C)`` with entries >= 0 summing to 1 per row; other rows (negative entries, sums
+    such as 2 or 0, NaN) and empty batches are refused, since their "loss" is no cross
+    entropy (it can be negative). ``backward`` returns ``(y * sum(t) - t) / N``, the exact
+    gradient of the loss computed even for rows whose sums are 1 only up to rounding.
 
     Examples
     --------
@@ -177,7 +180,7 @@ class SoftmaxWithLoss:
 
     def __init__(self, eps: float = 0.0) -> None:
         if not eps >= 0.0:
-            raise ValueError(f"eps: expected a number >= 0, found {eps!r}")
+            raise ArgumentError(f"eps: expected a number >= 0, found {eps!r}")
         self.eps = float(eps)
         self.loss: Any = None
         self.y: Any = None
@@ -186,7 +189,7 @@ class SoftmaxWithLoss:
     def forward(self, x: Any, t: Any) -> Any:
         _namespace(x)
         if x.ndim != 2:
-            raise ValueError(f"x: expected scores of shape (N, C), found {tuple(x.shape)}")
+            raise ArgumentError(f"x: expected scores of shape (N, C), found {tuple(x.shape)}")
         b = backend_of(x)
         assert isinstance(b, Backend)
         t, is_labels = _targets(b, t, tuple(x.shape), x.dtype)

@@ -25,6 +25,7 @@ from array_api_compat import device as _device
 from xgrad._arrays import as_float_array
 from xgrad.backends import Backend, get_backend
 from xgrad.backends._base import DtypeLike
+from xgrad.errors import ArgumentError, ArgumentTypeError
 from xgrad.functions import _one_hot, _sigmoid, _softmax_cross_entropy, _targets
 from xgrad.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 from xgrad.random import HostRandom
@@ -264,14 +265,19 @@ class TwoLayerNet:
     # -- inputs ---------------------------------------------------------------------------
     def _inputs(self, x: Any) -> tuple[Any, bool]:
         """``x`` as ``(N, input_size)`` on the net's backend and dtype; and whether 1-d."""
+        self._check_params()
         b = self.backend
         if not (b.owns(x) and x.dtype == self.dtype and _device(x) == b.device):
             if b.owns(x) and not b.xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
-                raise TypeError(f"x: expected a real array, found dtype {b.dtype_name(x.dtype)}")
+                raise ArgumentTypeError(
+                    f"x: expected a real array, found dtype {b.dtype_name(x.dtype)}"
+                )
             try:
                 x = b.asarray(x, dtype=self.dtype)
             except (TypeError, ValueError) as exc:
-                raise TypeError(f"x: cannot convert to a {self.dtype_name} array: {exc}") from None
+                raise ArgumentTypeError(
+                    f"x: cannot convert to a {self.dtype_name} array: {exc}"
+                ) from None
         shape = _shape(x)
         if len(shape) == 1 and shape[0] == self.input_size:
             return b.xp.reshape(x, (1, self.input_size)), True
@@ -279,10 +285,36 @@ class TwoLayerNet:
             if len(shape) > 2:
                 x = b.xp.reshape(x, (shape[0], self.input_size))
             return x, False
-        raise ValueError(
+        raise ArgumentError(
             f"x: expected shape (N, {self.input_size}) for input_size={self.input_size},"
             f" found {shape}"
         )
+
+    def _check_params(self) -> None:
+        """Refuse ``params`` entries the net cannot use (a list, another shape or dtype).
+
+        Users and optimizers may replace the arrays; a wrong one would otherwise fail deep
+        inside a layer (``'list' object has no attribute 'shape'``). No device work.
+        """
+        b, p = self.backend, self.params
+        shapes = {
+            "W1": (self.input_size, self.hidden_size),
+            "b1": (self.hidden_size,),
+            "W2": (self.hidden_size, self.output_size),
+            "b2": (self.output_size,),
+        }
+        for key, shape in shapes.items():
+            v = p.get(key)
+            if not b.owns(v):
+                raise ArgumentTypeError(
+                    f"params[{key!r}]: expected an array of backend {b.spec} of shape {shape},"
+                    f" found {type(v).__name__}"
+                )
+            if _shape(v) != shape or v.dtype != self.dtype:
+                raise ArgumentError(
+                    f"params[{key!r}]: expected shape {shape} and dtype {self.dtype_name},"
+                    f" found shape {_shape(v)} and dtype {b.dtype_name(v.dtype)}"
+                )
 
     def _targets(self, t: Any, n: int) -> tuple[Any, Any | None]:
         """Target rows ``(N, output_size)`` of the net's dtype; and the labels if given as such."""

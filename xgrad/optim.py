@@ -32,6 +32,7 @@ from array_api_compat import device as device_of
 
 from xgrad.backends import Backend, get_backend, resolve_backend
 from xgrad.backends._registry import backend_of
+from xgrad.errors import ArgumentError, ArgumentTypeError
 
 __all__ = [
     "SGD",
@@ -50,21 +51,21 @@ EPS = 1e-7
 
 def _real(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, found {value!r}")
+        raise ArgumentTypeError(f"{name}: expected a real number, found {value!r}")
     return float(value)
 
 
 def _positive(name: str, value: Any) -> float:
     v = _real(name, value)
     if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name}: expected a finite number > 0, found {value!r}")
+        raise ArgumentError(f"{name}: expected a finite number > 0, found {value!r}")
     return v
 
 
 def _unit(name: str, value: Any) -> float:
     v = _real(name, value)
     if not 0 <= v < 1:
-        raise ValueError(f"{name}: expected a number in [0, 1), found {value!r}")
+        raise ArgumentError(f"{name}: expected a number in [0, 1), found {value!r}")
     return v
 
 
@@ -169,12 +170,18 @@ class Optimizer:
         Nothing is changed when an error is raised: every entry is checked first.
         """
         if not isinstance(params, MutableMapping):
-            raise TypeError(f"params: expected a dict of arrays, found {type(params).__name__}")
+            raise ArgumentTypeError(
+                f"params: expected a dict of arrays, found {type(params).__name__}"
+            )
         if not isinstance(grads, Mapping):
-            raise TypeError(f"grads: expected a dict of arrays, found {type(grads).__name__}")
+            raise ArgumentTypeError(
+                f"grads: expected a dict of arrays, found {type(grads).__name__}"
+            )
         missing = [k for k in params if k not in grads]
         if missing:
-            raise ValueError(f"grads: no gradient for params {missing}; found keys {list(grads)}")
+            raise ArgumentError(
+                f"grads: no gradient for params {missing}; found keys {list(grads)}"
+            )
         prepared = [(key, *self._prepare(key, params[key], grads[key])) for key in params]
         self.iter += 1
         self._begin_step()
@@ -194,36 +201,50 @@ class Optimizer:
         else:
             owner = backend_of(p, strict=False)
             if owner is None:
-                raise TypeError(
+                raise ArgumentTypeError(
                     f"params[{key!r}]: expected an array or a real number, found {type(p).__name__}"
                 )
             b = owner
             if not _is_float_dtype(b, p.dtype):
-                raise TypeError(
+                raise ArgumentTypeError(
                     f"params[{key!r}]: expected a real floating array, found dtype "
                     f"{b.dtype_name(p.dtype)} (convert with dtype='float64' first)"
                 )
+        self._check_state_shape(key, p)
         if _is_number(g):
             return p, b.asarray(np.asarray(float(g)), dtype=p.dtype), scalar, b
         # `.device` is the standard's attribute; device_of() is for creation functions.
         if type(g) is not type(p) or g.device != p.device:
             # Slow path only when something looks off: name both sides in the error.
             if backend_of(g, strict=False) is None:
-                raise TypeError(
+                raise ArgumentTypeError(
                     f"grads[{key!r}]: expected an array or a real number, found {type(g).__name__}"
                 )
             try:
                 b = resolve_backend(None, p, g)
             except ValueError as exc:
-                raise ValueError(f"grads[{key!r}] and params[{key!r}]: {exc}") from None
+                raise ArgumentError(f"grads[{key!r}] and params[{key!r}]: {exc}") from None
         if tuple(g.shape) != tuple(p.shape):
-            raise ValueError(
+            raise ArgumentError(
                 f"grads[{key!r}]: expected shape {tuple(p.shape)} like params[{key!r}], "
                 f"found {tuple(g.shape)}"
             )
         if g.dtype != p.dtype:
             g = b.xp.astype(g, p.dtype)
         return p, g, scalar, b
+
+    def _check_state_shape(self, key: str, p: Any) -> None:
+        # Per-parameter state (velocities, moments) was made for the shape the parameter had;
+        # a replaced parameter of another shape would fail deep inside a broadcast.
+        for slot in self._slots:
+            s = self.state[slot].get(key)
+            if s is not None and tuple(s.shape) != tuple(p.shape):
+                raise ArgumentError(
+                    f"params[{key!r}]: expected shape {tuple(s.shape)}, the shape this"
+                    f" {type(self).__name__} keeps state[{slot!r}][{key!r}] for, found"
+                    f" {tuple(p.shape)}; a parameter of a new shape needs a new optimizer"
+                    f" (or del opt.state[slot][{key!r}] for every slot)"
+                )
 
     def _init_state(self, key: str, p: Any, backend: Backend) -> None:
         xp = backend.xp
@@ -235,7 +256,7 @@ class Optimizer:
             if not backend.owns(s) or device_of(s) != device_of(p) or s.dtype != p.dtype:
                 s = backend.asarray(backend_of(s, strict=True).to_numpy(s), dtype=p.dtype)
             if tuple(s.shape) != tuple(p.shape):
-                raise ValueError(
+                raise ArgumentError(
                     f"state[{slot!r}][{key!r}]: loaded shape {tuple(s.shape)} does not match "
                     f"params[{key!r}] of shape {tuple(p.shape)}"
                 )
@@ -285,22 +306,24 @@ class Optimizer:
             next `update`, which moves each to its parameter's backend, device and dtype.
         """
         if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict: expected a dict, found {type(state_dict).__name__}")
+            raise ArgumentTypeError(
+                f"state_dict: expected a dict, found {type(state_dict).__name__}"
+            )
         name = state_dict.get("optimizer")
         if name != type(self).__name__:
-            raise ValueError(
+            raise ArgumentError(
                 f"state_dict: saved by optimizer {name!r}, cannot load into {type(self).__name__}"
             )
         hyper = dict(state_dict.get("hyperparameters", {}))
         unknown = set(hyper) - set(self._hyper)
         if unknown:
-            raise ValueError(f"state_dict: unknown hyperparameters {sorted(unknown)}")
+            raise ArgumentError(f"state_dict: unknown hyperparameters {sorted(unknown)}")
         it = state_dict.get("iter", 0)
         if isinstance(it, bool) or not isinstance(it, numbers.Integral) or it < 0:
-            raise ValueError(f"state_dict['iter']: expected an integer >= 0, found {it!r}")
+            raise ArgumentError(f"state_dict['iter']: expected an integer >= 0, found {it!r}")
         slots = dict(state_dict.get("state", {}))
         if set(slots) != set(self._slots):
-            raise ValueError(
+            raise ArgumentError(
                 f"state_dict['state']: expected slots {sorted(self._slots)}, found {sorted(slots)}"
             )
         for h, v in hyper.items():
@@ -313,7 +336,7 @@ class Optimizer:
                 owner = backend_of(arr, strict=False)
                 host = np.array(owner.to_numpy(arr) if owner else arr, copy=True)
                 if host.dtype.kind != "f":
-                    raise TypeError(
+                    raise ArgumentTypeError(
                         f"state_dict['state'][{slot!r}][{key!r}]: expected a floating array, "
                         f"found dtype {host.dtype}"
                     )
@@ -502,10 +525,10 @@ def get_optimizer(name: str, **kwargs: Any) -> Optimizer:
     Adam(lr=0.3, beta1=0.9, beta2=0.999)
     """
     if not isinstance(name, str):
-        raise TypeError(f"name: expected an optimizer name, found {name!r}")
+        raise ArgumentTypeError(f"name: expected an optimizer name, found {name!r}")
     cls = _OPTIMIZERS.get(name.strip().lower())
     if cls is None:
-        raise ValueError(
+        raise ArgumentError(
             f"name: unknown optimizer {name!r}; valid names are: {', '.join(_OPTIMIZERS)}"
         )
     return cls(**kwargs)

@@ -12,6 +12,7 @@ import numpy as np
 
 from xgrad.backends import Backend, get_backend
 from xgrad.backends._base import DtypeLike
+from xgrad.errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["HostRandom"]
 
@@ -36,8 +37,14 @@ class HostRandom:
     def __init__(
         self, seed: int | np.random.Generator | None = None, *, backend: str | Backend | None = None
     ) -> None:
-        if seed is not None and not isinstance(seed, int | np.integer | np.random.Generator):
-            raise TypeError(f"seed: expected an int, a numpy Generator or None, found {seed!r}")
+        if isinstance(seed, bool) or (
+            seed is not None and not isinstance(seed, int | np.integer | np.random.Generator)
+        ):
+            raise ArgumentTypeError(
+                f"seed: expected an int >= 0, a numpy Generator or None, found {seed!r}"
+            )
+        if isinstance(seed, int | np.integer) and seed < 0:
+            raise ArgumentError(f"seed: expected an int >= 0, found {seed!r}")
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.backend = get_backend(backend)
 

@@ -6,7 +6,7 @@
 ('numpy', 'cpu')
 """
 
-from xgrad.backends._base import Backend, BackendUnavailableError
+from xgrad.backends._base import Backend, BackendUnavailableError, BackendWarning
 from xgrad.backends._registry import (
     BackendEntry,
     available_backends,
@@ -23,6 +23,7 @@ __all__ = [
     "Backend",
     "BackendEntry",
     "BackendUnavailableError",
+    "BackendWarning",
     "available_backends",
     "backend_of",
     "get_backend",

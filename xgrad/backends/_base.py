@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from xgrad.errors import XgradError
+from xgrad.errors import ArgumentError, XgradError
 
-__all__ = ["Backend", "BackendUnavailableError", "DtypeLike"]
+__all__ = ["Backend", "BackendUnavailableError", "BackendWarning", "DtypeLike"]
 
 DtypeLike = Any  # "float32", "float64", a NumPy dtype, or a namespace dtype
 
@@ -21,6 +21,10 @@ class BackendUnavailableError(XgradError, ImportError):
 
     The message names the backend, the reason and, where it helps, the pip extra to install.
     """
+
+
+class BackendWarning(UserWarning):
+    """The backend configuration (``XGRAD_BACKEND``) is wrong but did not decide this call."""
 
 
 _FLOAT_NAMES = ("float32", "float64")
@@ -133,9 +137,9 @@ class Backend:
         """
         name = self.dtype_name(dtype if dtype is not None else "float64")
         if name not in _FLOAT_NAMES:
-            raise ValueError(f"dtype: expected 'float32' or 'float64', found {dtype!r}")
+            raise ArgumentError(f"dtype: expected 'float32' or 'float64', found {dtype!r}")
         if name == "float64" and self.float64_error is not None:
-            raise ValueError(
+            raise ArgumentError(
                 f"dtype: float64 is not available on {self.name}: {self.float64_error}"
             )
         return getattr(self.xp, name)
@@ -145,7 +149,10 @@ class Backend:
         if isinstance(dtype, str | np.dtype) or (
             isinstance(dtype, type) and issubclass(dtype, np.generic)
         ):
-            return np.dtype(dtype).name
+            try:
+                return np.dtype(dtype).name
+            except TypeError:  # "banana": not a dtype; callers say what they expected
+                return str(dtype)
         for candidate in _KNOWN_DTYPES:
             if dtype == getattr(self.xp, candidate, None):
                 return candidate
@@ -167,7 +174,13 @@ class Backend:
         """
         xp = self.xp
         if dtype is not None and not _is_native_dtype(xp, dtype):
-            dtype = getattr(xp, self.dtype_name(dtype))
+            name = self.dtype_name(dtype)
+            native = getattr(xp, name, None) if name in (*_KNOWN_DTYPES, "float16") else None
+            if native is None:
+                raise ArgumentError(
+                    f"dtype: expected a dtype of {self.name} such as 'float64', found {dtype!r}"
+                )
+            dtype = native
         if not self.owns(obj):
             host = _to_host(obj)
             if dtype is None and host.dtype.kind == "f" and host.dtype.itemsize == 8:
@@ -176,8 +189,15 @@ class Backend:
             copy = None  # host copy already made where needed
         elif dtype is not None and self.dtype_name(dtype) == "float64":
             self.float_dtype("float64")
-        out = xp.asarray(obj, dtype=dtype, device=self.device, copy=copy)
-        return out
+        try:
+            return xp.asarray(obj, dtype=dtype, device=self.device, copy=copy)
+        except TypeError:
+            # Checked only on failure: a namespace dtype is the common, fast case.
+            if dtype is not None and self.dtype_name(dtype) not in (*_KNOWN_DTYPES, "float16"):
+                raise ArgumentError(
+                    f"dtype: expected a dtype of {self.name} such as 'float64', found {dtype!r}"
+                ) from None
+            raise
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """Copy ``x`` (an array of this backend) to a NumPy array on the host, explicitly."""

@@ -11,12 +11,16 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import re
+import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from xgrad.backends._base import Backend, BackendUnavailableError
+from xgrad.backends._base import Backend, BackendUnavailableError, BackendWarning
+from xgrad.errors import ArgumentError, ArgumentTypeError
 
 __all__ = [
     "BackendEntry",
@@ -45,7 +49,10 @@ class BackendEntry:
     test matrix covers (usable here or not); ``devices`` those usable here; ``probe``
     (optional) explains why an installed library is unusable; ``owns(x)`` tells whether
     ``x`` is an array of this library without importing it; ``device_of(x)`` is the
-    device label of such an array.
+    device label of such an array. ``device_forms`` are the device strings the backend
+    accepts, ``N`` standing for an index (``("cpu", "cuda", "cuda:N")``); others are refused
+    when the spec is parsed, before the library is touched. Empty: any string is passed to
+    ``create``.
     """
 
     name: str
@@ -57,16 +64,32 @@ class BackendEntry:
     probe: Callable[[], str | None] = field(default=lambda: None)
     owns: Callable[[Any], bool] | None = None
     device_of: Callable[[Any], str] | None = None
+    device_forms: tuple[str, ...] = ()
+
+    def accepts_device(self, device: str) -> bool:
+        """Whether ``device`` has one of the ``device_forms`` (always, if there are none)."""
+        if not self.device_forms:
+            return True
+        return any(re.fullmatch(_form_pattern(form), device) for form in self.device_forms)
 
     def unavailable_reason(self) -> str | None:
         """None if usable, else a one-line reason (with the pip extra to install)."""
         if self.library is not None and importlib.util.find_spec(self.library) is None:
-            hint = f"pip install 'xgrad[{self.extra}]'" if self.extra else f"install {self.library}"
+            # xgrad is installed from its source tree (it is not on the package index yet).
+            hint = (
+                f'pip install -e ".[{self.extra}]" in the xgrad source tree'
+                if self.extra
+                else f"install {self.library}"
+            )
             return f"{self.library} is not installed ({hint})"
         try:
             return self.probe()
         except Exception as exc:  # a broken install is a reason, not a crash
             return f"{self.library or self.name} failed to load: {type(exc).__name__}: {exc}"
+
+
+def _form_pattern(form: str) -> str:
+    return ":".join(r"\d+" if part == "N" else re.escape(part) for part in form.split(":"))
 
 
 _lock = threading.RLock()
@@ -120,31 +143,58 @@ def _entry_from_factory(name: str, factory: Any) -> BackendEntry:
         factory.name = name
         return factory
     if not callable(factory):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"factory: expected a callable (device) -> Backend or a BackendEntry, "
             f"found {type(factory).__name__}"
         )
     return BackendEntry(name=name, create=factory)
 
 
-def register_backend(name: str, factory: Callable[[str | None], Backend] | BackendEntry) -> None:
+def register_backend(
+    name: str,
+    factory: Callable[[str | None], Backend] | BackendEntry,
+    *,
+    replace: bool = False,
+) -> None:
     """Register a backend under ``name``.
 
     Parameters
     ----------
     name : str
-        Registry name; must not contain ``":"`` (that separates the device).
+        Registry name: letters, digits, ``_``, ``.`` and ``-`` (``":"`` separates the
+        device in a spec).
     factory : callable or BackendEntry
         ``factory(device)`` returns a :class:`Backend` (``device`` is a string such as
         ``"cuda:0"``, or None for the library's default). A :class:`BackendEntry` also
         tells the registry how to check availability without importing the library.
+        What the factory returns is checked when the backend is first used.
+    replace : bool
+        Replace a backend already registered under ``name`` (a built-in one included).
+        Without it that is refused: a silent replacement changes every later call.
+
+    Raises
+    ------
+    ArgumentError
+        A bad name, or ``name`` already registered and ``replace`` not given.
+    ArgumentTypeError
+        ``factory`` is neither callable nor a :class:`BackendEntry`.
     """
-    if not isinstance(name, str) or not name or ":" in name:
-        raise ValueError(f"name: expected a non-empty string without ':', found {name!r}")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ArgumentError(
+            f"name: expected a non-empty name of letters, digits, '_', '.' or '-' (no ':' or"
+            f" spaces), found {name!r}"
+        )
     entry = _entry_from_factory(name, factory)
     with _lock:
         _ensure_loaded()
+        if name in _entries and not replace:
+            kind = "a built-in backend" if name in _BUILTIN else "already registered"
+            raise ArgumentError(
+                f"name: {name!r} is {kind}; pass replace=True to replace it (every later"
+                f" get_backend({name!r}) then uses the new factory)"
+            )
         _entries[name] = entry
+        _env_checked.clear()
         _type_owner.clear()
         for key in [k for k in _cache if k[0] == name]:
             del _cache[key]
@@ -166,18 +216,40 @@ def available_backends() -> dict[str, str | None]:
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """Split ``"torch:cuda:0"`` into ``("torch", "cuda:0")``."""
+    """Split ``"torch:cuda:0"`` into ``("torch", "cuda:0")``.
+
+    Only the syntax is checked here (no spaces, no empty parts); :func:`get_backend` checks
+    the name and the device against the registry.
+    """
     if not isinstance(spec, str):
-        raise TypeError(f"backend: expected a name such as 'numpy' or a Backend, found {spec!r}")
-    name, sep, device = spec.strip().partition(":")
-    return name, (device if sep and device else None)
+        raise ArgumentTypeError(
+            f"backend: expected a name such as 'numpy' or a Backend, found {spec!r}"
+        )
+    name, sep, device = spec.partition(":")
+    if not name or (sep and not device) or any(c.isspace() for c in spec):
+        raise ArgumentError(
+            f"backend: expected NAME or NAME:DEVICE without spaces, such as 'numpy' or"
+            f" 'torch:cuda:0', found {spec!r}"
+        )
+    return name, (device if sep else None)
+
+
+def _check_device(entry: BackendEntry, device: str | None) -> None:
+    if device is None or entry.accepts_device(device):
+        return
+    forms = ", ".join(entry.device_forms)
+    if any("N" in form.split(":") for form in entry.device_forms):
+        forms += " (N = 0, 1, ...)"
+    raise ArgumentError(
+        f"device: {device!r} is not a device of backend {entry.name!r}; valid devices: {forms}"
+    )
 
 
 def _lookup(name: str) -> BackendEntry:
     entries = registered_backends()
     if name not in entries:
         valid = ", ".join(sorted(entries))
-        raise ValueError(f"backend: unknown name {name!r}; valid names are: {valid}")
+        raise ArgumentError(f"backend: unknown name {name!r}; valid names are: {valid}")
     return entries[name]
 
 
@@ -222,23 +294,93 @@ def get_backend(name: str | Backend | None = None, device: str | None = None) ->
     if cached is not None:
         return cached
     entry = _lookup(name)
+    _check_device(entry, device)
     reason = entry.unavailable_reason()
     if reason is not None:
         raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}")
     backend = entry.create(device)
+    if not isinstance(backend, Backend):
+        factory = getattr(entry.create, "__qualname__", None) or repr(entry.create)
+        raise ArgumentTypeError(
+            f"factory: the factory of backend {name!r} ({factory}) returned"
+            f" {type(backend).__name__}, expected a Backend (see xgrad.Backend)"
+        )
     with _lock:
         _cache[key] = backend
         _cache.setdefault((name, backend.device_label), backend)
     return backend
 
 
+_env_checked: dict[str, tuple[str, str | None] | str] = {}  # value -> spec or error
+
+
+def _env_default(env: str) -> tuple[str, str | None] | str:
+    """``XGRAD_BACKEND``'s ``(name, device)``, or the reason it is not a usable spec."""
+    result = _env_checked.get(env)
+    if result is None:
+        try:
+            name, device = parse_spec(env)
+            _check_device(_lookup(name), device)
+            result = (name, device)
+        except ArgumentError as exc:
+            result = f"{ENV_VAR}={env!r} is not a backend spec: {exc}"
+        _env_checked[env] = result
+    return result
+
+
+def default_spec() -> tuple[str, str | None, str]:
+    """The default backend's ``(name, device, where it comes from)``.
+
+    Raises ``ArgumentError`` naming ``XGRAD_BACKEND`` if that variable is set to garbage.
+    """
+    with contextlib.suppress(IndexError):
+        name, device = _default[-1]
+        return name, device, "set_backend/use_backend"
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env:
+        result = _env_default(env)
+        if isinstance(result, str):
+            raise ArgumentError(result)
+        return result[0], result[1], ENV_VAR
+    return "numpy", None, "built-in default"
+
+
 def _current_default() -> tuple[str, str | None]:
     with contextlib.suppress(IndexError):  # no lock: read-only, and fast
         return _default[-1]
+    name, device, _ = default_spec()
+    return name, device
+
+
+def _warn_if_env_is_garbage(found: str) -> None:
+    # A call given arrays runs on their backend, so a bad XGRAD_BACKEND does not change its
+    # result: a warning (once per value), not an error that would break working code.
+    if _default:
+        return
     env = os.environ.get(ENV_VAR, "").strip()
-    if env:
-        return parse_spec(env)
-    return "numpy", None
+    if not env or env in _env_warned:
+        return
+    result = _env_default(env)
+    if isinstance(result, str):
+        _env_warned.add(env)
+        warnings.warn(
+            f"{result}; ignored here because the arrays passed decide the backend"
+            f" ({found}), but calls without arrays will fail",
+            BackendWarning,
+            stacklevel=_outside_xgrad(),
+        )
+
+
+def _outside_xgrad() -> int:
+    """``stacklevel`` of the first frame outside the xgrad package (the user's call)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_env_warned: set[str] = set()
 
 
 def set_backend(name: str | Backend, device: str | None = None) -> Backend:
@@ -285,9 +427,13 @@ def backend_of(x: Any, *, strict: bool = True) -> Backend | None:
                 name = candidate
                 break
         _type_owner[t] = name
+        if name:
+            _warn_if_env_is_garbage(name)
     if not name:
         if strict:
-            raise TypeError(f"expected an array of a registered backend, found {t.__name__}")
+            raise ArgumentTypeError(
+                f"expected an array of a registered backend, found {t.__name__}"
+            )
         return None
     device_of = _entries[name].device_of
     label = device_of(x) if device_of is not None else None
@@ -308,11 +454,14 @@ def resolve_backend(backend: str | Backend | None, *arrays: Any) -> Backend:
         if owner is None:
             continue
         if found is not None and owner != found:
-            raise ValueError(
+            raise ArgumentError(
                 f"arrays from two backends or devices passed together: {found.spec} and "
                 f"{owner.spec}; move them to one backend first (Backend.asarray)"
             )
         found = owner
     if backend is not None:
         return get_backend(backend)
-    return found if found is not None else get_backend()
+    if found is not None:
+        _warn_if_env_is_garbage(found.spec)
+        return found
+    return get_backend()

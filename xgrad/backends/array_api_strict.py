@@ -10,6 +10,7 @@ from typing import Any
 
 from xgrad.backends._base import Backend
 from xgrad.backends._registry import BackendEntry
+from xgrad.errors import ArgumentError
 
 _DEVICES = ("CPU_DEVICE", "device1", "device2")
 
@@ -33,7 +34,7 @@ def create(device: str | None) -> Backend:
 
     label = "CPU_DEVICE" if device in (None, "cpu") else device
     if label not in _DEVICES:
-        raise ValueError(
+        raise ArgumentError(
             f"device: array_api_strict devices are {', '.join(_DEVICES)}, found {device!r}"
         )
     dev = xp.Device(label)
@@ -64,4 +65,5 @@ ENTRY = BackendEntry(
     devices=lambda: list(_DEVICES),
     owns=_owns,
     device_of=device_label,
+    device_forms=("cpu", *_DEVICES),
 )

@@ -11,6 +11,7 @@ from typing import Any
 
 from xgrad.backends._base import Backend, BackendUnavailableError
 from xgrad.backends._registry import BackendEntry
+from xgrad.errors import ArgumentError
 
 
 def _owns(x: Any) -> bool:
@@ -45,7 +46,7 @@ def _parse(device: str | None) -> int | None:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(
+        raise ArgumentError(
             f"device: expected a CUDA device such as 'cuda:0' or '1', found {device!r}"
         ) from None
 
@@ -103,4 +104,5 @@ ENTRY = BackendEntry(
     probe=_probe,
     owns=_owns,
     device_of=device_label,
+    device_forms=("cuda", "cuda:N", "N"),
 )

@@ -116,4 +116,5 @@ ENTRY = BackendEntry(
     devices=_devices,
     owns=_owns,
     device_of=device_label,
+    device_forms=("cpu", "cpu:N", "cuda", "cuda:N", "gpu", "gpu:N", "tpu", "tpu:N"),
 )

@@ -6,6 +6,7 @@ from typing import Any
 
 from xgrad.backends._base import Backend
 from xgrad.backends._registry import BackendEntry
+from xgrad.errors import ArgumentError
 
 
 def _owns(x: Any) -> bool:
@@ -23,7 +24,7 @@ def create(device: str | None) -> Backend:
     import numpy as np
 
     if device not in (None, "cpu"):
-        raise ValueError(f"device: numpy arrays live on 'cpu' only, found {device!r}")
+        raise ArgumentError(f"device: numpy arrays live on 'cpu' only, found {device!r}")
     return Backend(
         name="numpy",
         xp=xp,
@@ -46,4 +47,5 @@ ENTRY = BackendEntry(
     devices=lambda: ["cpu"],
     owns=_owns,
     device_of=device_label,
+    device_forms=("cpu",),
 )

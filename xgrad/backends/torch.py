@@ -7,6 +7,7 @@ from typing import Any
 
 from xgrad.backends._base import Backend
 from xgrad.backends._registry import BackendEntry
+from xgrad.errors import ArgumentError
 
 
 def _owns(x: Any) -> bool:
@@ -48,7 +49,7 @@ def create(device: str | None) -> Backend:
     try:
         dev = torch.device(device if device is not None else "cpu")
     except RuntimeError as exc:
-        raise ValueError(f"device: not a torch device: {device!r} ({exc})") from None
+        raise ArgumentError(f"device: not a torch device: {device!r} ({exc})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         from xgrad.backends._base import BackendUnavailableError
 
@@ -96,4 +97,5 @@ ENTRY = BackendEntry(
     devices=_devices,
     owns=_owns,
     device_of=device_label,
+    device_forms=("cpu", "cuda", "cuda:N"),
 )

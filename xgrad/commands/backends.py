@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import platform
 import sys
 
@@ -54,10 +55,31 @@ def collect() -> list[dict[str, str]]:
     return rows
 
 
+def default_backend() -> dict[str, str]:
+    """Which backend calls without arrays use, where that choice comes from, or the error.
+
+    A bad ``XGRAD_BACKEND`` is reported here rather than hidden: it is what users paste.
+    """
+    from xgrad.backends._registry import ENV_VAR, default_spec
+
+    env = os.environ.get(ENV_VAR)
+    row = {"spec": "", "source": "", "env": "" if env is None else env, "error": ""}
+    try:
+        name, device, source = default_spec()
+    except ValueError as exc:
+        row["error"] = str(exc)
+        return row
+    row["spec"] = name if device is None else f"{name}:{device}"
+    row["source"] = source
+    return row
+
+
 def run(args: argparse.Namespace) -> int:
     import xgrad
 
     rows = collect()
+    default = default_backend()
+    status = 1 if default["error"] else 0
     if args.json:
         import json
 
@@ -67,13 +89,20 @@ def run(args: argparse.Namespace) -> int:
                     "xgrad": xgrad.__version__,
                     "python": platform.python_version(),
                     "platform": platform.platform(),
+                    "default": default,
                     "backends": rows,
                 },
                 indent=2,
             )
         )
-        return 0
+        if default["error"]:
+            print(f"xgrad backends: error: {default['error']}", file=sys.stderr)
+        return status
     print(f"xgrad {xgrad.__version__}, Python {platform.python_version()}, {platform.platform()}")
+    if default["error"]:
+        print(f"default backend: ERROR: {default['error']}")
+    else:
+        print(f"default backend: {default['spec']} ({default['source']})")
     cols = ["backend", "status", "version", "devices", "default_dtype", "device_name"]
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
     print("  ".join(c.ljust(widths[c]) for c in cols))
@@ -83,4 +112,6 @@ def run(args: argparse.Namespace) -> int:
         if r["reason"]:
             print(f"    {r['reason']}")
     sys.stdout.flush()
-    return 0
+    if default["error"]:
+        print(f"xgrad backends: error: {default['error']}", file=sys.stderr)
+    return status

@@ -17,7 +17,7 @@ import numpy as np
 from xgrad.datasets._download import DownloadError, download_file
 from xgrad.datasets._idx import IdxFormatError, read_idx, write_idx
 from xgrad.datasets._registry import DATASETS, PARTS, DataFile, DatasetSpec, get_spec
-from xgrad.errors import XgradError
+from xgrad.errors import ArgumentError, XgradError
 
 __all__ = [
     "DATASETS",
@@ -200,7 +200,7 @@ def load_mnist(
     """
     spec = get_spec(dataset)
     if not isinstance(timeout, int | float) or timeout <= 0:
-        raise ValueError(f"timeout: expected a positive number of seconds, found {timeout!r}")
+        raise ArgumentError(f"timeout: expected a positive number of seconds, found {timeout!r}")
     paths = _locate(spec, data_dir, download, float(timeout))
     splits = []
     for prefix in ("train", "test"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xgrad.errors import XgradError
+from xgrad.errors import ArgumentTypeError, XgradError
 
 __all__ = ["IdxFormatError", "read_idx", "write_idx"]
 
@@ -115,7 +115,7 @@ def write_idx(
     array = np.asarray(array)
     name = array.dtype.newbyteorder("=").name
     if name not in _CODES:
-        raise TypeError(f"array: IDX stores {sorted(_CODES)}, found dtype {array.dtype}")
+        raise ArgumentTypeError(f"array: IDX stores {sorted(_CODES)}, found dtype {array.dtype}")
     code = _CODES[name]
     header = struct.pack(f">HBB{array.ndim}I", 0, code, array.ndim, *array.shape)
     payload = header + array.astype(_TYPES[code], copy=False).tobytes()

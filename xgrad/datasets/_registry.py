@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from xgrad.errors import ArgumentError, ArgumentTypeError
+
 __all__ = ["DATASETS", "PARTS", "DataFile", "DatasetSpec", "get_spec"]
 
 # The four files of an MNIST-format data set, in the order load_mnist returns them.
@@ -153,10 +155,12 @@ def get_spec(dataset: str | DatasetSpec) -> DatasetSpec:
     if isinstance(dataset, DatasetSpec):
         return dataset
     if not isinstance(dataset, str):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"dataset: expected a name such as 'mnist' or a DatasetSpec, found {dataset!r}"
         )
     key = dataset.strip().lower().replace("_", "-")
     if key not in DATASETS:
-        raise ValueError(f"dataset: unknown name {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+        raise ArgumentError(
+            f"dataset: unknown name {dataset!r}; known: {', '.join(sorted(DATASETS))}"
+        )
     return DATASETS[key]
