@@ -397,12 +397,11 @@ def revision() -> str:
             ["git", "status", "--porcelain", "xgrad"], cwd=where, capture_output=True, text=True
         )
     except OSError:
-        head = None
-    if head is None or head.returncode != 0:
         return f"unknown, xgrad from {where}"
-    return head.stdout.strip() + (
-        " with uncommitted changes in xgrad/" if dirty.stdout.strip() else ""
-    )
+    if head.returncode != 0:
+        return f"unknown, xgrad from {where}"
+    changed = " with uncommitted changes in xgrad/" if dirty.stdout.strip() else ""
+    return head.stdout.strip() + changed
 
 
 def write_atomic(path: Path, text: str) -> None:
