@@ -165,13 +165,42 @@ def test_wrong_kind_of_file_is_named(tmp_path: Path) -> None:
         load_mnist(data_dir=tmp_path, download=False)
 
 
-def test_one_hot_label_out_of_range(tmp_path: Path) -> None:
+@pytest.mark.parametrize("one_hot_label", [False, True])
+@pytest.mark.parametrize("part", ["train_labels", "test_labels"])
+def test_label_out_of_range_names_the_file(tmp_path: Path, one_hot_label: bool, part: str) -> None:
+    # Before: plain labels loaded, and `xgrad train` widened the net to max label + 1.
     arrays = make_arrays()
-    arrays["train_labels"][3] = 12
+    arrays[part][3] = 12
     write_set(tmp_path, arrays)
-    load_mnist(data_dir=tmp_path, download=False)  # plain labels: fine
-    with pytest.raises(IdxFormatError, match="label 12 is out of range"):
-        load_mnist(one_hot_label=True, data_dir=tmp_path, download=False)
+    pattern = (
+        rf"{NAMES[part]}: label 12 \(at index 3\) is out of range for mnist, which has 10"
+        rf" classes \(labels 0 to 9\)"
+    )
+    with pytest.raises(IdxFormatError, match=pattern):
+        load_mnist(one_hot_label=one_hot_label, data_dir=tmp_path, download=False)
+
+
+def test_labels_are_checked_against_the_spec_classes(tmp_path: Path) -> None:
+    arrays = make_arrays()
+    arrays["train_labels"] %= 3
+    arrays["test_labels"] %= 3
+    arrays["test_labels"][0] = 3
+    write_set(tmp_path, arrays)
+    spec = DatasetSpec("three", {p: DataFile(NAMES[p]) for p in PARTS}, num_classes=3)
+    assert spec.num_classes == DATASETS["mnist"].num_classes - 7
+    with pytest.raises(IdxFormatError, match=r"label 3 \(at index 0\) .* 3 classes"):
+        load_mnist(dataset=spec, data_dir=tmp_path, download=False)
+    arrays["test_labels"][0] = 2
+    write_set(tmp_path, arrays)
+    (_, t), _ = load_mnist(dataset=spec, one_hot_label=True, data_dir=tmp_path, download=False)
+    assert t.shape == (12, 3)
+    np.testing.assert_array_equal(t.argmax(axis=1), arrays["train_labels"])
+
+
+@pytest.mark.parametrize("bad", [0, 257, 2.0, True, "10"])
+def test_spec_num_classes_is_checked(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"num_classes: expected an int in \[1, 256\]"):
+        DatasetSpec("x", {p: DataFile(NAMES[p]) for p in PARTS}, num_classes=bad)  # type: ignore[arg-type]
 
 
 def test_uncompressed_and_dotted_names_are_found(tmp_path: Path) -> None:
@@ -205,6 +234,48 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cache_dir() == tmp_path / "cache" / "xgrad"
 
 
+def test_explicit_location_is_used_or_the_call_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: a data_dir or XGRAD_DATA without the files fell through to the cache (or the
+    # OS package) and trained on that data, rc 0.
+    write_set(cache_dir() / "mnist", make_arrays(1))
+    system = tmp_path / "usr-share"
+    write_set(system, make_arrays(2))
+    spec = DatasetSpec("mnist", DATASETS["mnist"].files, system_dirs=(str(system),))
+    assert find_files(spec) is not None
+    missing = tmp_path / "nonexistent"
+    with pytest.raises(
+        DatasetNotFoundError, match=r"mnist data not found: data_dir \(--data-dir\) names .*"
+    ):
+        load_mnist(dataset=spec, data_dir=missing)
+    assert not missing.exists()  # not created, nothing downloaded there
+    assert find_files(spec, data_dir=missing) is None
+    monkeypatch.setenv("XGRAD_DATA", str(missing))
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(dataset=spec)
+    msg = str(info.value)
+    assert msg.startswith(f"mnist data not found: XGRAD_DATA names {missing}, which does not exist")
+    for name in NAMES.values():
+        assert name in msg
+    # data_dir wins over XGRAD_DATA; an existing directory that lacks files names them.
+    partial = tmp_path / "partial"
+    write_set(partial, make_arrays(3))
+    (partial / NAMES["test_labels"]).unlink()
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(dataset=spec, data_dir=partial, download=False)
+    msg = str(info.value)
+    assert f"in {partial}: {NAMES['test_labels']}" in msg
+    assert f"in {partial / 'mnist'}: all four files" in msg
+    assert "data_dir (--data-dir)" in msg and "XGRAD_DATA=DIR" in msg
+
+
+@pytest.mark.parametrize("bad", ["", "  ", 3, ["d"]])
+def test_bad_data_dir_values(bad: object) -> None:
+    with pytest.raises((ValueError, TypeError), match=r"data_dir: expected a directory path"):
+        load_mnist(data_dir=bad, download=False)  # type: ignore[arg-type]
+
+
 def test_cache_dir_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_dir() == Path.home() / ".cache" / "xgrad"
@@ -233,18 +304,23 @@ def test_offline_error_says_how_to_get_the_data(tmp_path: Path) -> None:
         homepage=spec.homepage,
     )
     with pytest.raises(DatasetNotFoundError) as info:
-        load_mnist(dataset=spec, data_dir=tmp_path / "mine", download=False)
+        load_mnist(dataset=spec, download=False)
     msg = str(info.value)
     for needle in (
         "apt-get install dataset-fashion-mnist",
         "XGRAD_DATA",
         "--data-dir",
-        str(tmp_path / "mine"),
+        str(cache_dir() / "fashion-mnist"),
         str(tmp_path / "none"),
         "train-images-idx3-ubyte.gz",
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-labels",
     ):
         assert needle in msg
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(dataset=spec, data_dir=tmp_path / "mine", download=False)
+    msg = str(info.value)
+    assert str(tmp_path / "mine") in msg and str(tmp_path / "none") not in msg
+    assert "apt-get install dataset-fashion-mnist" in msg
 
 
 def test_unknown_dataset_name() -> None:

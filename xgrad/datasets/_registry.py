@@ -51,7 +51,8 @@ class DatasetSpec:
     hint : str
         How else to get the data, shown when nothing is found and downloading fails.
     num_classes : int
-        Label count, for one-hot labels.
+        Number of classes (10 for MNIST and Fashion-MNIST): labels must be below it, and
+        it is the width of one-hot labels and of a net's output layer for this data set.
     """
 
     name: str
@@ -61,6 +62,15 @@ class DatasetSpec:
     hint: str = ""
     num_classes: int = 10
     homepage: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        n = self.num_classes
+        # IDX labels are uint8: at most 256 classes.
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
+            raise ArgumentError(f"num_classes: expected an int in [1, 256], found {n!r}")
+        if not isinstance(self.files, dict) or set(self.files) != set(PARTS):
+            found = sorted(self.files) if isinstance(self.files, dict) else self.files
+            raise ArgumentError(f"files: expected a dict with keys {list(PARTS)}, found {found!r}")
 
     def urls(self, part: str) -> list[str]:
         """Every mirror's URL of one file, in order."""
