@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,19 @@ import numpy as np
 import pytest
 
 import xgrad
-from xgrad.training import CHECKPOINT, HISTORY, TrainingDiverged, TrainStep, train
+from xgrad._rundir import LOCK, RunLock
+from xgrad.errors import ArgumentError
+from xgrad.training import (
+    CHECKPOINT,
+    HISTORY,
+    CheckpointError,
+    RunExistsError,
+    RunLockedError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainStep,
+    train,
+)
 
 N_TRAIN, N_TEST, FEATURES, CLASSES = 120, 60, 12, 3
 
@@ -32,7 +45,7 @@ def blobs(seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarra
 
 
 DATA = blobs()
-# 120 // 10 = 12 iterations per epoch: evaluations at 0, 12, 24, 36, 48.
+# 120 // 10 = 12 iterations per epoch: evaluations after iterations 1, 13, 25, 37, 49.
 CONFIG: dict[str, Any] = {
     "data": DATA,
     "iters": 50,
@@ -125,11 +138,12 @@ def test_matches_the_books_loop(activation: str) -> None:
     h = result.history
     np.testing.assert_allclose(h["train_loss"], ref["train_loss"], rtol=1e-10)
     assert h["train_acc"] == ref["train_acc"] and h["test_acc"] == ref["test_acc"]
-    assert [e["iteration"] for e in h["epochs"]] == [0, 12, 24, 36, 48]
+    # Counts of iterations done, as everywhere: the book evaluates after iterations 1, 13, ...
+    assert [e["iteration"] for e in h["epochs"]] == [1, 13, 25, 37, 49]
     for key, value in result.net.state_dict()["params"].items():
         np.testing.assert_allclose(value, ref["params"][key], rtol=1e-10, atol=1e-14)
     assert result.test_acc == ref["final_test_acc"] == h["final"]["test_acc"]
-    assert h["final"]["iteration"] == 49
+    assert h["final"]["iteration"] == 50 == h["iterations_done"]
     assert result.test_acc >= 0.9  # the blobs are separable: training must have worked
 
 
@@ -242,7 +256,8 @@ def test_resume_ends_where_the_uninterrupted_run_ends(
     with pytest.raises(KeyboardInterrupt):
         train(**config, out=tmp_path / "killed", callback=stop_at(kill_at))
     record = json.loads((tmp_path / "killed" / CHECKPOINT).read_text())
-    assert record["iteration"] == 12 * (kill_at // 12) + 1  # the last epoch's checkpoint
+    # The last epoch's checkpoint: the one written after iteration 1 + 12k <= kill_at.
+    assert record["iteration"] == 12 * ((kill_at - 1) // 12) + 1
     resumed = train(**config, out=tmp_path / "killed", resume=True)
     for key, value in whole.net.state_dict()["params"].items():
         np.testing.assert_array_equal(resumed.net.state_dict()["params"][key], value)
@@ -268,7 +283,7 @@ def test_resume_on_another_backend_and_longer(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         longer.history["train_loss"], whole.history["train_loss"], rtol=1e-12
     )
-    assert longer.history["final"]["iteration"] == 69
+    assert longer.history["final"]["iteration"] == 70
     # Resuming a finished run changes nothing.
     again = train(**{**CONFIG, "iters": 70}, out=tmp_path / "r", resume=True)
     assert again.history["train_loss"] == longer.history["train_loss"]
@@ -278,7 +293,7 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
     train(**CONFIG, out=tmp_path / "r")
     with pytest.raises(ValueError, match=r"other settings \(lr: 1.0 -> 0.1"):
         train(**{**CONFIG, "lr": 0.1}, out=tmp_path / "r", resume=True)
-    with pytest.raises(ValueError, match="holds the checkpoint of an earlier run"):
+    with pytest.raises(RunExistsError, match="holds an earlier run"):
         train(**CONFIG, out=tmp_path / "r")
 
 
@@ -291,10 +306,10 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path: Path) -> None:
 
 def test_divergence_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     def poison(step: TrainStep) -> None:
-        if step.iteration == 30:
+        if step.iteration == 31:
             step.net.params["W2"] = step.net.params["W2"] * math.inf
 
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at iteration 31.*iteration 25"):
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at iteration 32.*iteration 25"):
         train(**CONFIG, out=tmp_path / "r", callback=poison)
     record = json.loads((tmp_path / "r" / CHECKPOINT).read_text())
     assert record["iteration"] == 25
@@ -303,7 +318,7 @@ def test_divergence_keeps_last_good_checkpoint(tmp_path: Path) -> None:
 
 
 def test_too_large_learning_rate_diverges() -> None:
-    with pytest.raises(TrainingDiverged, match=r"iteration 0.*no checkpoint.*try a smaller lr"):
+    with pytest.raises(TrainingDiverged, match=r"iteration 1 .*no checkpoint.*try a smaller lr"):
         train(**{**CONFIG, "lr": 1e308})
 
 
@@ -346,3 +361,217 @@ def test_progress_bar_and_quiet() -> None:
 def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         train(**{**CONFIG, **kwargs})
+
+
+# -- run directories: one writer, nothing overwritten, damaged checkpoints (issue 11) --------
+def run_bytes(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir())}
+
+
+def test_a_second_writer_is_refused_while_a_run_holds_out(tmp_path: Path) -> None:
+    """The lock is held for the whole run: a resume from inside it is refused, by pid."""
+    seen: list[RunLockedError] = []
+
+    def second_writer(step: TrainStep) -> None:
+        if step.iteration == 20:  # checkpoints exist: today this resume ran alongside
+            with pytest.raises(RunLockedError) as info:
+                train(**CONFIG, out=tmp_path / "r", resume=True)
+            seen.append(info.value)
+
+    whole = train(**CONFIG, out=tmp_path / "r", callback=second_writer)
+    (err,) = seen
+    assert err.pid == os.getpid() and err.out == tmp_path / "r"
+    assert f"pid {os.getpid()}" in str(err) and str(err).startswith("out: ")
+    assert "--out" in str(err)
+    # The refused writer changed nothing: the run ends as an undisturbed one.
+    alone = train(**CONFIG, out=tmp_path / "alone")
+    assert strip_timings(whole.history) == strip_timings(alone.history)
+    assert not (tmp_path / "r" / LOCK).exists()  # released at the end
+
+
+def test_a_held_lock_refuses_a_new_run_before_any_write(tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    run.mkdir()
+    with RunLock(run):
+        with pytest.raises(RunLockedError, match=rf"out: .*pid {os.getpid()}"):
+            train(**CONFIG, out=run)
+        assert [p.name for p in run.iterdir()] == [LOCK]
+    assert list(run.iterdir()) == []
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    import subprocess
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(dead.stdout)
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / LOCK).write_text(f"{pid}\n")  # what a killed run leaves behind
+    stream = io.StringIO()
+    result = train(**{**CONFIG, "quiet": False}, out=run, stream=stream)
+    assert f"took over the lock of {run} from pid {pid}" in stream.getvalue()
+    assert result.history["finished"] and not (run / LOCK).exists()
+
+
+@pytest.mark.parametrize("remove", [CHECKPOINT, HISTORY])
+def test_nothing_in_a_run_directory_is_overwritten_without_resume(
+    tmp_path: Path, remove: str
+) -> None:
+    run = tmp_path / "r"
+    train(**CONFIG, out=run, plot=False)
+    (run / remove).unlink()  # today: a run without checkpoint.json was overwritten
+    before = run_bytes(run)
+    with pytest.raises(RunExistsError, match=r"out: .* holds an earlier run \(.*npz") as info:
+        train(**{**CONFIG, "seed": 4}, out=run)
+    assert isinstance(info.value, ArgumentError)
+    assert run_bytes(run) == before
+    if remove == CHECKPOINT:
+        # Nor with resume: without a record there is nothing to continue, and nothing to
+        # overwrite either.
+        with pytest.raises(CheckpointError, match=rf"no {CHECKPOINT} to continue it from"):
+            train(**CONFIG, out=run, resume=True)
+        assert run_bytes(run) == before
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("mine")
+    with pytest.raises(ArgumentError, match=r"out: .* is not a directory"):
+        train(**CONFIG, out=tmp_path / "f")
+    assert (tmp_path / "f").read_text() == "mine"
+
+
+def test_resume_with_fewer_iters_than_done_is_an_error(tmp_path: Path) -> None:
+    train(**CONFIG, out=tmp_path / "r")  # 50 iterations
+    before = run_bytes(tmp_path / "r")
+    with pytest.raises(ArgumentError, match=r"iters: .* has done 50 iterations.*--iters 30"):
+        train(**{**CONFIG, "iters": 30}, out=tmp_path / "r", resume=True)
+    assert run_bytes(tmp_path / "r") == before
+
+
+def interrupted_run(out: Path, at: int = 29) -> None:
+    with pytest.raises(TrainingInterrupted):
+        train(**CONFIG, out=out, callback=stop_at(at))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncate_npz", r"checkpoint-000000025\.npz: the file does not match the SHA-256"),
+        ("garbage_npz", r"checkpoint-000000025\.npz: the file does not match the SHA-256"),
+        ("truncate_json", r"checkpoint\.json: not valid JSON"),
+        ("edit_json", r"checkpoint\.json: the record does not match its SHA-256 digest"),
+        ("missing_npz", r"checkpoint-000000025\.npz: its arrays cannot be read"),
+    ],
+)
+def test_a_damaged_checkpoint_is_a_clear_error(tmp_path: Path, damage: str, message: str) -> None:
+    run = tmp_path / "r"
+    interrupted_run(run)
+    npz, record = run / "checkpoint-000000025.npz", run / CHECKPOINT
+    if damage == "truncate_npz":  # today: zipfile.BadZipFile from deep inside np.load
+        npz.write_bytes(npz.read_bytes()[:100])
+    elif damage == "garbage_npz":
+        npz.write_bytes(b"\x00" * 4000)
+    elif damage == "truncate_json":
+        record.write_bytes(record.read_bytes()[:-40])
+    elif damage == "edit_json":  # valid JSON, one number changed
+        text = record.read_text()
+        assert '"iteration": 25' in text
+        record.write_text(text.replace('"iteration": 25', '"iteration": 24', 1))
+    else:
+        npz.unlink()
+    with pytest.raises(CheckpointError, match=message) as info:
+        train(**CONFIG, out=run, resume=True)
+    assert isinstance(info.value, ValueError) and "resume: cannot use the checkpoint" in str(
+        info.value
+    )
+
+
+def test_a_version_1_checkpoint_resumes_to_the_same_end(tmp_path: Path) -> None:
+    """Runs checkpointed before the numbering fix resume bit for bit, renumbered."""
+    whole = train(**CONFIG, out=tmp_path / "whole")
+    run = tmp_path / "old"
+    interrupted_run(run)
+    record = json.loads((run / CHECKPOINT).read_text())
+    for key in ("sha256", "arrays_sha256"):
+        del record[key]
+    record["version"] = 1
+    for e in record["history"]["epochs"]:
+        e["iteration"] -= 1  # version 1 stored 0-based indices here
+    (run / CHECKPOINT).write_text(json.dumps(record))
+    resumed = train(**CONFIG, out=run, resume=True)
+    assert strip_timings(resumed.history) == strip_timings(whole.history)
+    for key, value in whole.net.state_dict()["params"].items():
+        np.testing.assert_array_equal(resumed.net.state_dict()["params"][key], value)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_run_files_get_the_umask_mode(tmp_path: Path, umask: int) -> None:
+    pytest.importorskip("matplotlib", reason="the figures need the plot extra")
+    old = os.umask(umask)
+    try:
+        train(**CONFIG, out=tmp_path / "r")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "r").iterdir()}
+    assert len(modes) == 5  # history, record, npz, two figures
+    assert set(modes.values()) == {0o666 & ~umask}  # today: 0o600 (mkstemp's)
+
+
+def test_iterations_are_counted_the_same_everywhere(tmp_path: Path) -> None:
+    """Progress lines, checkpoint names and the history use counts of iterations done."""
+    records: list[tuple[int, int, str]] = []
+
+    def look(step: TrainStep) -> None:
+        if step.history["epochs"] and step.history["epochs"][-1]["iteration"] == step.iteration:
+            record = json.loads((tmp_path / "r" / CHECKPOINT).read_text())
+            records.append((step.iteration, record["iteration"], record["arrays"]))
+
+    stream = io.StringIO()
+    result = train(**{**CONFIG, "quiet": False}, out=tmp_path / "r", stream=stream, callback=look)
+    shown = [int(line.split()[3]) for line in stream.getvalue().splitlines() if " iter " in line]
+    assert shown == [1, 13, 25, 37, 49]
+    assert records == [(n, n, f"checkpoint-{n:09d}.npz") for n in shown]
+    assert result.history["final"]["iteration"] == 50 == result.history["iterations_done"]
+    assert (tmp_path / "r" / "checkpoint-000000050.npz").exists()
+    assert "done: 50 iterations" in stream.getvalue()
+
+
+def test_interrupt_is_one_typed_exception_with_the_resume_point(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    with pytest.raises(TrainingInterrupted) as info:
+        train(**{**CONFIG, "quiet": False}, out=tmp_path / "r", stream=stream, callback=stop_at(30))
+    err = info.value
+    assert isinstance(err, KeyboardInterrupt) and not isinstance(err, Exception)
+    assert err.iteration == 25 and err.out == tmp_path / "r"
+    assert "iteration 25" in str(err) and "--resume --out" in str(err)
+    assert "interrupted" not in stream.getvalue()  # said once, by whoever catches it
+    assert not (tmp_path / "r" / LOCK).exists()
+    with pytest.raises(TrainingInterrupted, match="nothing was saved"):
+        train(**CONFIG, callback=stop_at(3))
+
+
+# -- the number of classes (issue 11) -------------------------------------------------------
+def test_classes_come_from_the_data_set_not_from_the_labels() -> None:
+    (x, t), (xt, tt) = DATA
+    bad = tt.copy()
+    bad[7] = 10  # today: the net was widened to 11 outputs
+    with pytest.raises(ArgumentError, match=r"data: t_test holds label 10 \(at index 7.*\[0, 10\)"):
+        train(**{**CONFIG, "data": ((x, t), (xt, bad))})
+    assert train(**CONFIG).history["config"]["output_size"] == 10  # mnist's, labels 0..2
+    three = train(**CONFIG, num_classes=3)
+    assert three.history["config"]["output_size"] == 3 and three.net.output_size == 3
+    assert three.test_acc >= 0.9
+    with pytest.raises(ArgumentError, match=r"t_train holds label [0-9]+ .*\[0, 2\)"):
+        train(**CONFIG, num_classes=2)
+    onehot = ((x, np.eye(4)[t]), (xt, np.eye(4)[tt]))
+    assert train(**{**CONFIG, "data": onehot}).history["config"]["output_size"] == 4
+    with pytest.raises(ArgumentError, match="one-hot width 4, expected 5 classes"):
+        train(**{**CONFIG, "data": onehot}, num_classes=5)
+    for wrong in (1, 2.0, True):
+        with pytest.raises(ArgumentError, match="num_classes: expected an integer >= 2"):
+            train(**CONFIG, num_classes=wrong)

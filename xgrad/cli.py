@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from xgrad.errors import XgradError
+
 # Subcommand name -> module with HELP, add_arguments(parser) and run(args) -> exit code.
 COMMANDS = {
     "backends": "xgrad.commands.backends",
@@ -42,10 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except KeyboardInterrupt:
-        print("xgrad: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, ImportError, OSError, RuntimeError) as exc:
+    except KeyboardInterrupt as exc:
+        from xgrad._rundir import TrainingInterrupted, signal_of
+
+        # One line: a TrainingInterrupted says where to resume; nothing printed it before.
+        text = str(exc) if isinstance(exc, TrainingInterrupted) else "interrupted"
+        print(f"xgrad {args.command}: {text}", file=sys.stderr)
+        return 128 + signal_of(exc)
+    except (XgradError, ValueError, TypeError, ImportError, OSError, RuntimeError) as exc:
         # One clear line, not a traceback: the messages name the argument at fault.
         print(f"xgrad {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -11,11 +11,11 @@ the loss stops being finite.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
+import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,16 +24,40 @@ from typing import IO, Any
 
 import numpy as np
 
+from xgrad._rundir import (
+    CHECKPOINT,
+    HISTORY,
+    Checkpoint,
+    CheckpointError,
+    RunExistsError,
+    RunLock,
+    RunLockedError,
+    TrainingInterrupted,
+    atomic_write,
+    read_checkpoint,
+    remove_temporary_files,
+    remove_unnamed_npz,
+    run_files,
+    save_checkpoint,
+    signal_of,
+    write_json,
+)
 from xgrad.backends import Backend, get_backend
 from xgrad.backends._base import DtypeLike
-from xgrad.errors import XgradError
+from xgrad.errors import ArgumentError, ArgumentTypeError, XgradError
 
-__all__ = ["TrainResult", "TrainStep", "TrainingDiverged", "plot_history", "train"]
+__all__ = [
+    "CheckpointError",
+    "RunExistsError",
+    "RunLockedError",
+    "TrainResult",
+    "TrainStep",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "plot_history",
+    "train",
+]
 
-CHECKPOINT = "checkpoint.json"
-HISTORY = "history.json"
-_FORMAT = "xgrad-train-checkpoint"
-_VERSION = 1
 # Settings a resumed run must share with the run it continues (iters may grow; the
 # backend and device may change: the state is stored as host arrays).
 _MUST_MATCH = (
@@ -61,7 +85,11 @@ class TrainingDiverged(XgradError, RuntimeError):
 
 @dataclass
 class TrainStep:
-    """What a ``callback`` sees after each iteration (raise in it to stop the run)."""
+    """What a ``callback`` sees after each iteration (raise in it to stop the run).
+
+    ``iteration`` counts the iterations done: 1 after the first. Every iteration number
+    xgrad shows or stores is such a count (progress lines, checkpoint names, history).
+    """
 
     iteration: int
     loss: float
@@ -94,53 +122,12 @@ class TrainResult:
 
 
 # -- small helpers ---------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a temporary file in the same directory, then ``os.replace`` it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    data = json.dumps(obj, indent=1, allow_nan=False).encode()
-    _atomic_write(path, lambda f: f.write(data))
+_atomic_write = atomic_write
+_write_json = write_json
 
 
 def _scalar(backend: Backend, value: Any) -> float:
     return float(value) if isinstance(value, int | float) else float(backend.to_numpy(value))
-
-
-def _split_state(state: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
-    """JSON part of a (nested) state dict; its arrays go to ``arrays`` under path keys."""
-    if isinstance(state, dict):
-        return {str(k): _split_state(v, f"{prefix}/{k}", arrays) for k, v in state.items()}
-    if isinstance(state, list | tuple):
-        return [_split_state(v, f"{prefix}/{i}", arrays) for i, v in enumerate(state)]
-    if state is None or isinstance(state, bool | int | float | str):
-        return state
-    if isinstance(state, np.generic):
-        return state.item()
-    from xgrad._arrays import to_numpy
-
-    arrays[prefix] = np.asarray(to_numpy(state))
-    return {"__array__": prefix}
-
-
-def _join_state(obj: Any, arrays: Any) -> Any:
-    if isinstance(obj, dict):
-        if set(obj) == {"__array__"}:
-            return np.array(arrays[obj["__array__"]])
-        return {k: _join_state(v, arrays) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_join_state(v, arrays) for v in obj]
-    return obj
 
 
 class _Progress:
@@ -228,7 +215,7 @@ def plot_history(history: dict[str, Any], out: str | os.PathLike[str]) -> list[P
 
 # -- data ------------------------------------------------------------------------------------
 def _prepare_data(
-    data: Any, dataset: str, data_dir: Any, download: bool
+    data: Any, spec: Any, data_dir: Any, download: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     if data is None:
         from xgrad.datasets import load_mnist
@@ -237,7 +224,7 @@ def _prepare_data(
             normalize=True,
             flatten=True,
             one_hot_label=False,
-            dataset=dataset,
+            dataset=spec,
             data_dir=data_dir,
             download=download,
         )
@@ -245,7 +232,7 @@ def _prepare_data(
         try:
             (x, t), (xt, tt) = data
         except (TypeError, ValueError):
-            raise TypeError(
+            raise ArgumentTypeError(
                 "data: expected ((x_train, t_train), (x_test, t_test)) as returned by load_mnist"
             ) from None
     arrays = []
@@ -254,114 +241,148 @@ def _prepare_data(
 
         a = np.asarray(to_numpy(a))
         if a.dtype.kind not in "biuf":
-            raise TypeError(f"data: {name} must be numeric, found dtype {a.dtype}")
+            raise ArgumentTypeError(f"data: {name} must be numeric, found dtype {a.dtype}")
         arrays.append(a)
     x, t, xt, tt = arrays
     if x.ndim != 2 or xt.ndim != 2 or x.shape[1] != xt.shape[1]:
-        raise ValueError(
+        raise ArgumentError(
             f"data: expected flattened images (N, features) for train and test, "
             f"found {x.shape} and {xt.shape}"
         )
     if x.shape[0] == 0 or x.shape[0] != t.shape[0] or xt.shape[0] != tt.shape[0]:
-        raise ValueError(
+        raise ArgumentError(
             f"data: images and labels differ in number: {x.shape[0]} vs "
             f"{t.shape[0]} (train), {xt.shape[0]} vs {tt.shape[0]} (test)"
         )
     return x, t, xt, tt
 
 
-def _one_hot(t: np.ndarray, num_classes: int, name: str) -> np.ndarray:
+def _class_count(num_classes: int | None, spec: Any, t: np.ndarray, tt: np.ndarray) -> int:
+    """The net's outputs: ``num_classes``, else the one-hot width, else the data set's.
+
+    Never the largest label + 1: a stray label must be an error, not a wider net.
+    """
+    if num_classes is not None:
+        return num_classes
+    for labels in (t, tt):
+        if labels.ndim == 2:
+            return int(labels.shape[1])
+    return int(spec.num_classes)
+
+
+def _one_hot(t: np.ndarray, num_classes: int, name: str, where: str) -> np.ndarray:
     if t.ndim == 2:
         if t.shape[1] != num_classes:
-            raise ValueError(f"data: {name} one-hot width {t.shape[1]} != {num_classes}")
+            raise ArgumentError(
+                f"{where}: {name} one-hot width {t.shape[1]}, expected {num_classes} classes"
+            )
         return t.astype(np.float64)
     if t.ndim != 1 or t.dtype.kind not in "biu":
-        raise ValueError(
-            f"data: {name} must be integer class labels (N,) or one-hot (N, C), "
+        raise ArgumentError(
+            f"{where}: {name} must be integer class labels (N,) or one-hot (N, C), "
             f"found {t.dtype} of shape {t.shape}"
         )
-    if t.size and (t.min() < 0 or t.max() >= num_classes):
-        raise ValueError(f"data: {name} has labels outside 0..{num_classes - 1}")
+    outside = np.flatnonzero((t < 0) | (t >= num_classes))
+    if outside.size:
+        k = int(outside[0])
+        raise ArgumentError(
+            f"{where}: {name} holds label {int(t[k])} (at index {k}; {outside.size} labels "
+            f"in all) outside [0, {num_classes}) for {num_classes} classes"
+        )
     return np.eye(num_classes)[t]
 
 
-def _num_classes(t: np.ndarray, tt: np.ndarray) -> int:
-    if t.ndim == 2:
-        return int(t.shape[1])
-    top = max(int(t.max()) if t.size else 0, int(tt.max()) if tt.size else 0)
-    return max(top + 1, 10)  # the book's 10 outputs, more if the labels need them
+def _label_source(data: Any, spec: Any, data_dir: Any) -> dict[str, str]:
+    """What to call the train and test labels in an error: the files they came from."""
+    if data is not None:
+        return {"t_train": "data", "t_test": "data"}
+    from xgrad.datasets import find_files
 
-
-# -- checkpoints -----------------------------------------------------------------------------
-def _save_checkpoint(
-    out: Path,
-    *,
-    iteration: int,
-    net: Any,
-    optimizer: Any,
-    rng: np.random.Generator,
-    history: dict[str, Any],
-) -> Path:
-    arrays: dict[str, np.ndarray] = {}
-    params = _split_state(net.state_dict(), "params", arrays)
-    opt_state = _split_state(optimizer.state_dict(), "optimizer", arrays)
-    npz = out / f"checkpoint-{iteration:09d}.npz"
-    _atomic_write(npz, lambda f: np.savez(f, **arrays))
-    record = {
-        "format": _FORMAT,
-        "version": _VERSION,
-        "iteration": iteration,
-        "arrays": npz.name,
-        "params": params,
-        "optimizer": opt_state,
-        "rng": rng.bit_generator.state,
-        "history": history,
+    try:
+        found = find_files(spec, data_dir) or {}
+    except (OSError, ValueError, TypeError):
+        found = {}
+    return {
+        "t_train": str(found.get("train_labels", f"{spec.name} train labels")),
+        "t_test": str(found.get("test_labels", f"{spec.name} test labels")),
     }
-    # The JSON record is the commit point: it names the npz it belongs to, so a run killed
-    # between the two writes still finds a consistent pair.
-    _write_json(out / CHECKPOINT, record)
-    for old in out.glob("checkpoint-*.npz"):
-        if old.name != npz.name:
-            old.unlink(missing_ok=True)
-    return npz
 
 
-def _remove_stale_files(out: Path) -> None:
-    """Temporary files of a run killed while writing, and npz files no record names."""
-    for pattern in (
-        ".checkpoint*.tmp",
-        f".{HISTORY}.*.tmp",
-        ".loss.png.*.tmp",
-        ".accuracy.png.*.tmp",
-    ):
-        for path in out.glob(pattern):
-            path.unlink(missing_ok=True)
-    try:
-        keep = json.loads((out / CHECKPOINT).read_text()).get("arrays")
-    except (OSError, ValueError, AttributeError):
-        return
-    for path in out.glob("checkpoint-*.npz"):
-        if path.name != keep:
-            path.unlink(missing_ok=True)
-
-
-def _load_checkpoint(out: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-    path = out / CHECKPOINT
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        if record.get("format") != _FORMAT:
-            raise ValueError("not an xgrad training checkpoint")
-        if record.get("version") != _VERSION:
-            raise ValueError(
-                f"checkpoint format version {record.get('version')}, this xgrad reads {_VERSION}"
+# -- the run directory -----------------------------------------------------------------------
+def _claim_out(
+    out_dir: Path, resume: bool, iters: int, stack: contextlib.ExitStack[Any]
+) -> tuple[RunLock, Checkpoint | None]:
+    """Lock ``out`` for this process and decide, under the lock, what may be written there."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ArgumentError(f"out: {out_dir} exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = stack.enter_context(RunLock(out_dir))
+    # Only now, holding the lock: the temporary files cannot be another run's.
+    remove_temporary_files(out_dir)
+    existing = run_files(out_dir)
+    if not resume:
+        if existing:
+            raise RunExistsError(
+                f"out: {out_dir} holds an earlier run ({', '.join(existing)}); pass "
+                "resume=True (--resume) to continue it, or choose another directory"
             )
-        with np.load(out / record["arrays"]) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"resume: cannot read the checkpoint in {out}: {exc}") from None
-    return record, arrays
+        return lock, None
+    found = read_checkpoint(out_dir)
+    if found is None and existing:
+        raise CheckpointError(
+            f"resume: {out_dir} holds a run ({', '.join(existing)}) but no {CHECKPOINT} "
+            "to continue it from; these files are left as they are: choose another "
+            "directory (--out), or remove them to start afresh"
+        )
+    if found is not None:
+        remove_unnamed_npz(out_dir, found.arrays)
+        if iters < found.iteration:
+            raise ArgumentError(
+                f"iters: the run in {out_dir} has done {found.iteration} iterations, so it "
+                f"cannot end at {iters} (--iters {iters}); pass iters >= {found.iteration}"
+            )
+    return lock, found
+
+
+def _restore(
+    found: Checkpoint, out_dir: Path, config: dict[str, Any], net: Any, opt: Any, rng: Any
+) -> dict[str, Any]:
+    old = found.history["config"]
+    diff = [f"{k}: {old.get(k)!r} -> {config[k]!r}" for k in _MUST_MATCH if old.get(k) != config[k]]
+    if diff:
+        raise ArgumentError(
+            f"resume: the run in {out_dir} used other settings ("
+            + "; ".join(diff)
+            + "); use the same ones or another out"
+        )
+    try:
+        net.load_state_dict(found.params)
+        opt.load_state_dict(found.optimizer)
+        rng.bit_generator.state = found.rng
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(
+            f"resume: the checkpoint in {out_dir} does not fit this run: {exc}"
+        ) from None
+    history = found.history
+    history["config"] = config
+    history["finished"] = False
+    history.pop("final", None)
+    return history
+
+
+def _interrupted(exc: KeyboardInterrupt, last: int | None, out: Path | None) -> TrainingInterrupted:
+    signum = signal_of(exc)
+    name = signal.Signals(signum).name
+    if out is None:
+        text = f"interrupted ({name}); nothing was saved (no out directory)"
+    elif last is None:
+        text = f"interrupted ({name}) before the first checkpoint; nothing to resume in {out}"
+    else:
+        text = (
+            f"interrupted ({name}); the checkpoint at iteration {last} is kept: continue "
+            f"with resume=True (--resume --out {out})"
+        )
+    return TrainingInterrupted(text, signum=signum, iteration=last, out=out)
 
 
 # -- the loop --------------------------------------------------------------------------------
@@ -370,6 +391,7 @@ def train(
     dataset: str = "mnist",
     data_dir: str | os.PathLike[str] | None = None,
     data: Any = None,
+    num_classes: int | None = None,
     iters: int = 10000,
     batch_size: int = 100,
     lr: float = 0.1,
@@ -397,11 +419,15 @@ def train(
     ----------
     dataset : str
         ``"mnist"`` or ``"fashion-mnist"``, loaded by :func:`xgrad.datasets.load_mnist`.
+        With ``data``, it gives the number of classes (10 for both).
     data_dir : path-like, optional
         Where to look for (and download) the data first.
     data : tuple, optional
         ``((x_train, t_train), (x_test, t_test))`` to use instead of loading ``dataset``;
         images flattened, labels as class numbers or one-hot.
+    num_classes : int, optional
+        Outputs of the net. Default: the one-hot width, else the classes of ``dataset``
+        (10), never the largest label + 1. Labels outside ``[0, num_classes)`` are refused.
     iters, batch_size, lr, hidden : int, int, float, int
         The book's ``iters_num``, ``batch_size``, ``learning_rate`` and hidden size.
     activation : {"sigmoid", "relu"}
@@ -422,9 +448,11 @@ def train(
     out : path-like, optional
         Directory for ``history.json``, ``loss.png``, ``accuracy.png`` and the checkpoint
         (written every epoch). None: nothing is written and ``resume`` is unavailable.
+        The directory is locked for the run: a second writer gets `RunLockedError`.
     resume : bool
         Continue the run checkpointed in ``out``; it ends exactly where the uninterrupted
-        run would have. Without ``resume``, an ``out`` that holds a checkpoint is refused.
+        run would have. Without ``resume``, an ``out`` that holds any file of a run is
+        refused (`RunExistsError`): nothing there is overwritten.
     plot : bool
         Write the two figures at the end (needs matplotlib: ``pip install 'xgrad[plot]'``).
     download : bool
@@ -445,8 +473,16 @@ def train(
     TrainingDiverged
         The loss became NaN or infinite (the message names the iteration and the last good
         checkpoint, which is left in place).
+    TrainingInterrupted
+        Ctrl-C (a ``KeyboardInterrupt``); the message says where to resume from.
+    RunLockedError
+        Another process is writing ``out``.
+    RunExistsError
+        ``out`` holds a run and ``resume`` is False.
+    CheckpointError
+        ``resume``: the checkpoint is damaged, truncated or does not fit the run.
     ValueError, TypeError
-        A bad argument (named in the message), or an incompatible checkpoint on resume.
+        A bad argument (named in the message), or other settings than the resumed run's.
     """
     t_start = time.perf_counter()
     for name, value, low in (
@@ -455,256 +491,247 @@ def train(
         ("hidden", hidden, 1),
     ):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-            raise ValueError(f"{name}: expected an integer >= {low}, found {value!r}")
+            raise ArgumentError(f"{name}: expected an integer >= {low}, found {value!r}")
+    if num_classes is not None and (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, int | np.integer)
+        or num_classes < 2
+    ):
+        raise ArgumentError(f"num_classes: expected an integer >= 2, found {num_classes!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, found {seed!r}")
+        raise ArgumentError(f"seed: expected a non-negative integer, found {seed!r}")
     if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr: expected a positive finite number, found {lr!r}")
+        raise ArgumentError(f"lr: expected a positive finite number, found {lr!r}")
     if gradient not in _GRADIENTS:
-        raise ValueError(f"gradient: expected one of {_GRADIENTS}, found {gradient!r}")
+        raise ArgumentError(f"gradient: expected one of {_GRADIENTS}, found {gradient!r}")
     if resume and out is None:
-        raise ValueError("resume: needs out, the directory of the run to continue")
+        raise ArgumentError("resume: needs out, the directory of the run to continue")
+    from xgrad.datasets import get_spec
+
+    spec = get_spec(dataset)
+    iters, batch_size, hidden = int(iters), int(batch_size), int(hidden)
+    num_classes = None if num_classes is None else int(num_classes)
 
     b = get_backend(backend, device)
     fdtype = b.float_dtype(dtype)
     dtype_name = b.dtype_name(fdtype)
     xp = b.xp
-
-    t_load = time.perf_counter()
-    x_host, t_host, xt_host, tt_host = _prepare_data(data, dataset, data_dir, download)
-    num_classes = _num_classes(t_host, tt_host)
-    # Moved and converted once: the book multiplies float32 images by float64 weights at
-    # every evaluation, upcasting all 60,000 x 784 values each time.
-    x_train = b.asarray(x_host, dtype=fdtype)
-    x_test = b.asarray(xt_host, dtype=fdtype)
-    t_train = b.asarray(_one_hot(t_host, num_classes, "t_train"), dtype=fdtype)
-    t_test = b.asarray(_one_hot(tt_host, num_classes, "t_test"), dtype=fdtype)
-    b.synchronize(x_train, x_test, t_train, t_test)
-    load_s = time.perf_counter() - t_load
-    train_size = int(x_host.shape[0])
-    iter_per_epoch = max(train_size // batch_size, 1)
-
-    from xgrad.nn import TwoLayerNet
-
-    net = TwoLayerNet(
-        int(x_host.shape[1]),
-        hidden,
-        num_classes,
-        weight_init_std,
-        activation=activation,
-        backend=b,
-        dtype=fdtype,
-        seed=int(seed),
-    )
-    if isinstance(optimizer, str):
-        from xgrad.optim import get_optimizer
-
-        opt = get_optimizer(optimizer, lr=lr)
-        opt_name = optimizer.strip().lower()
-    else:
-        if not all(hasattr(optimizer, a) for a in ("update", "state_dict", "load_state_dict")):
-            raise TypeError(
-                "optimizer: expected a name or an object with update(params, "
-                f"grads), state_dict() and load_state_dict(), found {optimizer!r}"
-            )
-        opt = optimizer
-        opt_name = type(optimizer).__name__.lower()
-    # A stream of its own for minibatches (not the one that drew the weights).
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed)).spawn(1)[0])
-
-    config = {
-        "dataset": dataset if data is None else "custom",
-        "train_size": train_size,
-        "test_size": int(xt_host.shape[0]),
-        "input_size": int(x_host.shape[1]),
-        "output_size": num_classes,
-        "hidden": hidden,
-        "activation": activation,
-        "weight_init_std": weight_init_std,
-        "iters": iters,
-        "batch_size": batch_size,
-        "lr": lr,
-        "gradient": gradient,
-        "optimizer": opt_name,
-        "seed": int(seed),
-        "dtype": dtype_name,
-        "backend": b.spec,
-        "device_name": b.device_name or b.device_label,
-        "iter_per_epoch": iter_per_epoch,
-    }
-    history: dict[str, Any] = {
-        "config": config,
-        "train_loss": [],
-        "train_acc": [],
-        "test_acc": [],
-        "epochs": [],
-        "timings": {
-            "load_s": load_s,
-            "train_s": 0.0,
-            "eval_s": 0.0,
-            "total_s": 0.0,
-            "epoch_eval_s": [],
-        },
-        "iterations_done": 0,
-        "finished": False,
-    }
     out_dir = Path(out).expanduser() if out is not None else None
-    start = 0
     show = _Progress(iters, stream=stream, bar=progress, quiet=quiet)
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_files(out_dir)
-        found = _load_checkpoint(out_dir)
-        if found is not None and not resume:
-            raise ValueError(
-                f"out: {out_dir} holds the checkpoint of an earlier run (iteration "
-                f"{json.loads((out_dir / CHECKPOINT).read_text()).get('iteration')}); pass "
-                "resume=True (--resume) to continue it, or choose another directory"
-            )
-        if found is None and resume:
-            show.note(f"xgrad train: no checkpoint in {out_dir}; starting at iteration 0")
-        if found is not None:
-            record, arrays = found
-            old = record["history"]["config"]
-            diff = [
-                f"{k}: {old.get(k)!r} -> {config[k]!r}"
-                for k in _MUST_MATCH
-                if old.get(k) != config[k]
-            ]
-            if diff:
-                raise ValueError(
-                    f"resume: the run in {out_dir} used other settings ("
-                    + "; ".join(diff)
-                    + "); use the same ones or another out"
+    with contextlib.ExitStack() as stack:
+        found = None
+        if out_dir is not None:
+            lock, found = _claim_out(out_dir, bool(resume), iters, stack)
+            if lock.stale_pid is not None:
+                show.note(
+                    f"xgrad train: took over the lock of {out_dir} from pid {lock.stale_pid}, "
+                    "which is no longer running"
                 )
-            net.load_state_dict(_join_state(record["params"], arrays))
-            opt.load_state_dict(_join_state(record["optimizer"], arrays))
-            rng.bit_generator.state = record["rng"]
-            history = record["history"]
-            history["config"] = config
-            history["finished"] = False
-            history.pop("final", None)
-            start = int(record["iteration"])
+            if found is None and resume:
+                show.note(f"xgrad train: no checkpoint in {out_dir}; starting at iteration 0")
+
+        t_load = time.perf_counter()
+        x_host, t_host, xt_host, tt_host = _prepare_data(data, spec, data_dir, download)
+        classes = _class_count(num_classes, spec, t_host, tt_host)
+        where = _label_source(data, spec, data_dir)
+        onehot = {
+            name: _one_hot(labels, classes, name, where[name])
+            for name, labels in (("t_train", t_host), ("t_test", tt_host))
+        }
+        # Moved and converted once: the book multiplies float32 images by float64 weights at
+        # every evaluation, upcasting all 60,000 x 784 values each time.
+        x_train = b.asarray(x_host, dtype=fdtype)
+        x_test = b.asarray(xt_host, dtype=fdtype)
+        t_train = b.asarray(onehot["t_train"], dtype=fdtype)
+        t_test = b.asarray(onehot["t_test"], dtype=fdtype)
+        del onehot
+        b.synchronize(x_train, x_test, t_train, t_test)
+        load_s = time.perf_counter() - t_load
+        train_size = int(x_host.shape[0])
+        iter_per_epoch = max(train_size // batch_size, 1)
+
+        from xgrad.nn import TwoLayerNet
+
+        net = TwoLayerNet(
+            int(x_host.shape[1]),
+            hidden,
+            classes,
+            weight_init_std,
+            activation=activation,
+            backend=b,
+            dtype=fdtype,
+            seed=int(seed),
+        )
+        if isinstance(optimizer, str):
+            from xgrad.optim import get_optimizer
+
+            opt = get_optimizer(optimizer, lr=lr)
+            opt_name = optimizer.strip().lower()
+        else:
+            if not all(hasattr(optimizer, a) for a in ("update", "state_dict", "load_state_dict")):
+                raise ArgumentTypeError(
+                    "optimizer: expected a name or an object with update(params, "
+                    f"grads), state_dict() and load_state_dict(), found {optimizer!r}"
+                )
+            opt = optimizer
+            opt_name = type(optimizer).__name__.lower()
+        # A stream of its own for minibatches (not the one that drew the weights).
+        rng = np.random.default_rng(np.random.SeedSequence(int(seed)).spawn(1)[0])
+
+        config = {
+            "dataset": spec.name if data is None else "custom",
+            "train_size": train_size,
+            "test_size": int(xt_host.shape[0]),
+            "input_size": int(x_host.shape[1]),
+            "output_size": classes,
+            "hidden": hidden,
+            "activation": activation,
+            "weight_init_std": weight_init_std,
+            "iters": iters,
+            "batch_size": batch_size,
+            "lr": lr,
+            "gradient": gradient,
+            "optimizer": opt_name,
+            "seed": int(seed),
+            "dtype": dtype_name,
+            "backend": b.spec,
+            "device_name": b.device_name or b.device_label,
+            "iter_per_epoch": iter_per_epoch,
+        }
+        history: dict[str, Any] = {
+            "config": config,
+            "train_loss": [],
+            "train_acc": [],
+            "test_acc": [],
+            "epochs": [],
+            "timings": {
+                "load_s": load_s,
+                "train_s": 0.0,
+                "eval_s": 0.0,
+                "total_s": 0.0,
+                "epoch_eval_s": [],
+            },
+            "iterations_done": 0,
+            "finished": False,
+        }
+        start = 0
+        if found is not None:
+            assert out_dir is not None
+            history = _restore(found, out_dir, config, net, opt, rng)
+            start = found.iteration
             show.note(f"xgrad train: resuming {out_dir} at iteration {start} of {iters}")
 
-    last_checkpoint = start if out_dir is not None and start else None
-    timings = history["timings"]
-    session_iters, session_train_s = 0, 0.0
-    loss = math.nan
-    errstate = np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore")
-    try:
-        with errstate:  # a non-finite loss is reported below, clearly, instead of as warnings
-            for i in range(start, iters):
-                t0 = time.perf_counter()
-                batch_mask = b.asarray(rng.choice(train_size, batch_size).astype(np.int64))
-                x_batch = xp.take(x_train, batch_mask, axis=0)
-                t_batch = xp.take(t_train, batch_mask, axis=0)
-                if gradient == "backprop":
-                    grads = net.gradient(x_batch, t_batch)
-                else:
-                    grads = net.numerical_gradient(x_batch, t_batch)
-                opt.update(net.params, grads)
-                loss = _scalar(b, net.loss(x_batch, t_batch))
-                dt = time.perf_counter() - t0
-                timings["train_s"] += dt
-                session_train_s += dt
-                session_iters += 1
-                if not math.isfinite(loss):
-                    show.clear()
-                    where = (
-                        f"the last good checkpoint (iteration {last_checkpoint}) is kept in "
-                        f"{out_dir}"
-                        if last_checkpoint is not None
-                        else "no checkpoint was written yet"
-                    )
-                    raise TrainingDiverged(
-                        f"the loss is {loss} at iteration {i} (lr={lr}, optimizer={opt_name}, "
-                        f"dtype={dtype_name}): training diverged; {where}; try a smaller lr"
-                    )
-                history["train_loss"].append(loss)
-                history["iterations_done"] = i + 1
-                if i % iter_per_epoch == 0:
-                    t1 = time.perf_counter()
-                    train_acc = _scalar(b, net.accuracy(x_train, t_train))
-                    test_acc = _scalar(b, net.accuracy(x_test, t_test))
-                    eval_s = time.perf_counter() - t1
-                    timings["eval_s"] += eval_s
-                    history["train_acc"].append(train_acc)
-                    history["test_acc"].append(test_acc)
-                    history["epochs"].append(
-                        {"iteration": i, "train_acc": train_acc, "test_acc": test_acc}
-                    )
-                    timings["epoch_eval_s"].append(eval_s)
-                    epoch = len(history["train_acc"]) - 1
-                    show.note(
-                        f"epoch {epoch:3d}  iter {i:6d}  loss {loss:.4f}  train acc "
-                        f"{train_acc:.4f}  test acc {test_acc:.4f}"
-                    )
-                    if out_dir is not None:
-                        timings["total_s"] += time.perf_counter() - t_start
-                        t_start = time.perf_counter()
-                        _save_checkpoint(
-                            out_dir,
-                            iteration=i + 1,
-                            net=net,
-                            optimizer=opt,
-                            rng=rng,
-                            history=history,
-                        )
-                        _write_json(out_dir / HISTORY, history)
-                        last_checkpoint = i + 1
-                show.update(i + 1, loss, session_iters / max(session_train_s, 1e-9))
-                if callback is not None:
-                    callback(TrainStep(i, loss, net, opt, history))
-    except KeyboardInterrupt:
-        show.clear()
-        if last_checkpoint is not None:
-            show.note(
-                f"xgrad train: interrupted; continue from iteration {last_checkpoint} "
-                f"with resume=True (--resume --out {out_dir})"
+        def checkpoint(done: int) -> None:
+            assert out_dir is not None
+            save_checkpoint(
+                out_dir,
+                iteration=done,
+                params=net.state_dict(),
+                optimizer=opt.state_dict(),
+                rng=rng,
+                history=history,
             )
-        raise
-    show.clear()
-    last = history["iterations_done"] - 1
-    if last >= 0 and (not history["epochs"] or history["epochs"][-1]["iteration"] != last):
-        # The book evaluates only at epoch starts; the result of the run is measured at its
-        # end, kept apart from the per-epoch lists so those stay the book's.
-        t1 = time.perf_counter()
-        history["final"] = {
-            "iteration": last,
-            "train_acc": _scalar(b, net.accuracy(x_train, t_train)),
-            "test_acc": _scalar(b, net.accuracy(x_test, t_test)),
-        }
-        timings["eval_s"] += time.perf_counter() - t1
-    elif history["epochs"]:
-        history["final"] = dict(history["epochs"][-1])
-    history["finished"] = True
-    timings["total_s"] += time.perf_counter() - t_start
-    timings["iters_per_s"] = (
-        history["iterations_done"] / timings["train_s"] if timings["train_s"] > 0 else None
-    )
-    files: list[Path] = []
-    if out_dir is not None:
-        _save_checkpoint(
-            out_dir,
-            iteration=history["iterations_done"],
-            net=net,
-            optimizer=opt,
-            rng=rng,
-            history=history,
-        )
-        _write_json(out_dir / HISTORY, history)
-        files += [out_dir / HISTORY, out_dir / CHECKPOINT]
-        if plot:
-            pngs = plot_history(history, out_dir)
-            global _warned_no_matplotlib
-            if not pngs and not _warned_no_matplotlib:
-                _warned_no_matplotlib = True
-                show.note(
-                    "xgrad train: matplotlib is not installed, so no figures were "
-                    "written (pip install 'xgrad[plot]')"
-                )
-            files += pngs
+            write_json(out_dir / HISTORY, history)
+
+        last_checkpoint = start if out_dir is not None and start else None
+        timings = history["timings"]
+        session_iters, session_train_s = 0, 0.0
+        loss = math.nan
+        errstate = np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore")
+        try:
+            with errstate:  # a non-finite loss is reported below, clearly, not as warnings
+                for i in range(start, iters):
+                    done = i + 1  # every number shown or stored counts iterations done
+                    t0 = time.perf_counter()
+                    batch_mask = b.asarray(rng.choice(train_size, batch_size).astype(np.int64))
+                    x_batch = xp.take(x_train, batch_mask, axis=0)
+                    t_batch = xp.take(t_train, batch_mask, axis=0)
+                    if gradient == "backprop":
+                        grads = net.gradient(x_batch, t_batch)
+                    else:
+                        grads = net.numerical_gradient(x_batch, t_batch)
+                    opt.update(net.params, grads)
+                    loss = _scalar(b, net.loss(x_batch, t_batch))
+                    dt = time.perf_counter() - t0
+                    timings["train_s"] += dt
+                    session_train_s += dt
+                    session_iters += 1
+                    if not math.isfinite(loss):
+                        show.clear()
+                        kept = (
+                            f"the last good checkpoint (iteration {last_checkpoint}) is kept "
+                            f"in {out_dir}"
+                            if last_checkpoint is not None
+                            else "no checkpoint was written yet"
+                        )
+                        raise TrainingDiverged(
+                            f"the loss is {loss} at iteration {done} (lr={lr}, "
+                            f"optimizer={opt_name}, dtype={dtype_name}): training diverged; "
+                            f"{kept}; try a smaller lr"
+                        )
+                    history["train_loss"].append(loss)
+                    history["iterations_done"] = done
+                    # The book's schedule: evaluate after iterations 1, 1 + iter_per_epoch...
+                    if i % iter_per_epoch == 0:
+                        t1 = time.perf_counter()
+                        train_acc = _scalar(b, net.accuracy(x_train, t_train))
+                        test_acc = _scalar(b, net.accuracy(x_test, t_test))
+                        eval_s = time.perf_counter() - t1
+                        timings["eval_s"] += eval_s
+                        history["train_acc"].append(train_acc)
+                        history["test_acc"].append(test_acc)
+                        history["epochs"].append(
+                            {"iteration": done, "train_acc": train_acc, "test_acc": test_acc}
+                        )
+                        timings["epoch_eval_s"].append(eval_s)
+                        epoch = len(history["train_acc"]) - 1
+                        show.note(
+                            f"epoch {epoch:3d}  iter {done:6d}  loss {loss:.4f}  train acc "
+                            f"{train_acc:.4f}  test acc {test_acc:.4f}"
+                        )
+                        if out_dir is not None:
+                            timings["total_s"] += time.perf_counter() - t_start
+                            t_start = time.perf_counter()
+                            checkpoint(done)
+                            last_checkpoint = done
+                    show.update(done, loss, session_iters / max(session_train_s, 1e-9))
+                    if callback is not None:
+                        callback(TrainStep(done, loss, net, opt, history))
+            show.clear()
+            done = history["iterations_done"]
+            if done and (not history["epochs"] or history["epochs"][-1]["iteration"] != done):
+                # The book evaluates only at epoch starts; the result of the run is measured
+                # at its end, kept apart from the per-epoch lists so those stay the book's.
+                t1 = time.perf_counter()
+                history["final"] = {
+                    "iteration": done,
+                    "train_acc": _scalar(b, net.accuracy(x_train, t_train)),
+                    "test_acc": _scalar(b, net.accuracy(x_test, t_test)),
+                }
+                timings["eval_s"] += time.perf_counter() - t1
+            elif history["epochs"]:
+                history["final"] = dict(history["epochs"][-1])
+            history["finished"] = True
+            timings["total_s"] += time.perf_counter() - t_start
+            timings["iters_per_s"] = done / timings["train_s"] if timings["train_s"] > 0 else None
+            files: list[Path] = []
+            if out_dir is not None:
+                checkpoint(done)
+                last_checkpoint = done
+                files += [out_dir / HISTORY, out_dir / CHECKPOINT]
+                if plot:
+                    pngs = plot_history(history, out_dir)
+                    global _warned_no_matplotlib
+                    if not pngs and not _warned_no_matplotlib:
+                        _warned_no_matplotlib = True
+                        show.note(
+                            "xgrad train: matplotlib is not installed, so no figures were "
+                            "written (pip install 'xgrad[plot]')"
+                        )
+                    files += pngs
+        except KeyboardInterrupt as exc:
+            show.clear()
+            raise _interrupted(exc, last_checkpoint, out_dir) from None
     if "final" in history:
         show.note(
             f"done: {history['iterations_done']} iterations, train acc "

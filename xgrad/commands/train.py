@@ -54,41 +54,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _default_out(dataset: str) -> Path:
+    """A new directory ``xgrad-runs/<dataset>-<time>[-n]``, created here.
+
+    Created, not just chosen: ``mkdir`` fails if the name is taken, so two runs started in
+    the same second get different directories.
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("xgrad-runs") / f"{dataset}-{stamp}"
+    base.parent.mkdir(parents=True, exist_ok=True)
     path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
 
 
 def run(args: argparse.Namespace) -> int:
+    from xgrad._rundir import sigterm_as_interrupt
+    from xgrad.errors import ArgumentError
     from xgrad.training import train
 
     if args.resume and not args.out:
-        raise ValueError("--resume needs --out DIR, the directory of the run to continue")
+        raise ArgumentError("--resume needs --out DIR, the directory of the run to continue")
     out = Path(args.out) if args.out else _default_out(args.dataset)
-    result = train(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        download=not args.no_download,
-        iters=args.iters,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        hidden=args.hidden,
-        activation=args.activation,
-        gradient=args.gradient,
-        optimizer=args.optimizer,
-        backend=args.backend,
-        device=args.device,
-        dtype=args.dtype,
-        seed=args.seed,
-        out=out,
-        resume=args.resume,
-        plot=not args.no_plot,
-        quiet=args.quiet,
-    )
+    # SIGTERM (kill, systemd, a batch scheduler) stops the run like Ctrl-C: the checkpoint
+    # stays, the lock is released, and the message says how to resume.
+    with sigterm_as_interrupt():
+        result = train(
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            download=not args.no_download,
+            iters=args.iters,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            hidden=args.hidden,
+            activation=args.activation,
+            gradient=args.gradient,
+            optimizer=args.optimizer,
+            backend=args.backend,
+            device=args.device,
+            dtype=args.dtype,
+            seed=args.seed,
+            out=out,
+            resume=args.resume,
+            plot=not args.no_plot,
+            quiet=args.quiet,
+        )
     h = result.history
     cfg = h["config"]
     acc = f"test accuracy {result.test_acc:.4f}" if result.test_acc is not None else "done"
