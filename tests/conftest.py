@@ -2,14 +2,17 @@
 
 Tests that take the ``backend`` fixture run once per matrix row (ids such as ``numpy-cpu``,
 ``array_api_strict-device1``, ``torch-cuda:0``). Rows that cannot run here are reported as
-skipped with the reason, never dropped. Select rows with ``--backend NAME[:DEVICE]``
-(repeatable, or comma-separated) or the ``XGRAD_TEST_BACKENDS`` environment variable.
+skipped with the reason, never dropped; the summary folds those skips into one line per
+reason (``SKIPPED [27] tests/conftest.py: backend 'cupy' is unavailable: ...``) instead of one
+per test. Select rows with ``--backend NAME[:DEVICE]`` (repeatable, or comma-separated) or
+the ``XGRAD_TEST_BACKENDS`` environment variable.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Generator
 
 import pytest
 
@@ -64,6 +67,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", rows, ids=[f"{n}-{d}" for n, d in rows], indirect=True)
 
 
+_ROW_SKIP = pytest.StashKey[bool]()
+
+
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> xgrad.Backend:
     """A `Backend` of the matrix; unavailable rows skip with their reason."""
@@ -71,7 +77,20 @@ def backend(request: pytest.FixtureRequest) -> xgrad.Backend:
     try:
         return xgrad.get_backend(name, device)
     except BackendUnavailableError as exc:
+        request.node.stash[_ROW_SKIP] = True
         pytest.skip(str(exc))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    # A matrix row that cannot run here says so once per reason, not once per test: pytest
+    # folds skips by (file, line, reason), so the row skips get this file and no line.
+    if report.skipped and item.stash.get(_ROW_SKIP, False) and isinstance(report.longrepr, tuple):
+        report.longrepr = (__file__, None, report.longrepr[2])
+    return report
 
 
 @pytest.fixture

@@ -85,6 +85,36 @@ def test_matrix_lists_every_row_and_skips_with_reason() -> None:
         assert "backend 'cupy' is unavailable" in out, out
 
 
+def test_row_skips_are_summarized_once_per_reason() -> None:
+    # Before: one summary line per skipped test (about 350 lines for a NumPy-only install).
+    tests = [
+        f"{ROOT / 'tests' / 'test_backends.py'}::{name}"
+        for name in ("test_backend_fixture_matches_row", "test_to_numpy_and_synchronize")
+    ]
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout
+    lines = [line for line in res.stdout.splitlines() if line.startswith("SKIPPED [")]
+    reasons = [line.split(": ", 1)[1] for line in lines]
+    assert len(reasons) == len(set(reasons))  # one line per reason
+    counts = [int(line.split("[", 1)[1].split("]", 1)[0]) for line in lines]
+    unusable = 0
+    for name, entry in sorted(_registry.registered_backends().items()):
+        for device in entry.matrix_devices():
+            try:
+                xgrad.get_backend(name, device)
+            except BackendUnavailableError:
+                unusable += 1
+    assert sum(counts) == 2 * unusable
+    assert all(line.startswith("SKIPPED [2] tests/conftest.py: backend '") for line in lines)
+    assert f"{2 * unusable} skipped" in res.stdout.splitlines()[-1] or unusable == 0
+
+
 def test_matrix_selection_option() -> None:
     out = subprocess.run(
         [

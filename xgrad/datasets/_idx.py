@@ -9,6 +9,7 @@ with its path instead of surfacing later as a wrongly shaped array.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -93,7 +94,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         raise IdxFormatError(f"{path}: truncated IDX header ({len(data)} of {header} bytes)")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     dtype = _TYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    # Python ints: a lying header (dims near 2**32) would overflow int64 and could match.
+    expected = math.prod(dims) * dtype.itemsize
     found = len(data) - header
     if found != expected:
         what = "truncated" if found < expected else "has trailing data"
@@ -101,7 +103,14 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             f"{path}: {what}: header says shape {tuple(dims)} of {dtype.name} "
             f"({expected} bytes of data), file holds {found}"
         )
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    try:
+        array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    except ValueError as exc:
+        # Shapes numpy cannot represent even when empty: more than 64 dimensions, or
+        # (0, 2**32 - 1, ...) whose other dims multiply past the index range.
+        raise IdxFormatError(
+            f"{path}: header says shape {tuple(dims)}, which is no NumPy array shape ({exc})"
+        ) from None
     return array.astype(dtype.newbyteorder("="), copy=True)
 
 
