@@ -1,32 +1,41 @@
-"""Numerical derivatives: the book's ``numerical_diff`` and ``numerical_gradient``, made accurate.
+"""The book's ``numerical_diff`` and ``numerical_gradient``, error-controlled.
 
 Both run on every backend through the array API. An explicit step ``h`` is used as given
-(so the book's and DeZero's numbers come out bit for bit); ``h=None`` chooses steps from the
-dtype's machine epsilon and the scale of x, keeps the stencil inside f's domain and
-detects steps too small to change x.
+(so the book's and DeZero's numbers come out bit for bit); ``h=None`` runs the
+error-controlled search of `xgrad._engine` (policy: `xgrad._policy`), which gives every
+element an error estimate and a status, and warns (`AccuracyWarning`) wherever the result
+cannot be trusted to ``rtol``/``atol``.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from xgrad import _steps
+from xgrad import _engine, _policy
 from xgrad._arrays import as_float_array
-from xgrad._richardson import ArrayOps, ScalarOps, central_tableau, one_sided, quiet
+from xgrad._evaluators import ElementwiseOps, PerturbOps, ScalarOps, is_writeable, quiet
+from xgrad._flags import flag, warn
+from xgrad._policy import DiffStatus
 from xgrad.backends import Backend, resolve_backend
 from xgrad.backends._base import DtypeLike
 from xgrad.backends._registry import backend_of
-from xgrad.errors import InputIgnoredWarning, StepSizeWarning
+from xgrad.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    InputIgnoredWarning,
+    NonFiniteError,
+    StepSizeWarning,
+)
 
 __all__ = [
     "DiffResult",
+    "DiffStatus",
     "InputIgnoredWarning",
     "StepSizeWarning",
     "numerical_diff",
@@ -35,9 +44,6 @@ __all__ = [
 
 _EPS64 = float(np.finfo(np.float64).eps)
 _TINY64 = float(np.finfo(np.float64).smallest_normal)
-# method="richardson": central differences at 6 steps halving from eps^(1/7)*scale,
-# extrapolated by Neville's tableau up to order 12.
-_RICHARDSON_LEVELS = 6
 
 
 @dataclass(frozen=True)
@@ -47,15 +53,21 @@ class DiffResult:
     Attributes
     ----------
     df : float or array
-        The derivative (same type and shape as ``numerical_diff`` returns).
+        The derivative (same type and shape as without ``full_output``).
     error : float or array
-        Estimated absolute error of ``df`` (truncation from comparing steps, plus roundoff).
+        Estimated absolute error of ``df``, per element: the disagreement of successive
+        extrapolations plus rounding. For ``success`` elements it bounds the true error.
+    status : int or array of int
+        Per element, a `DiffStatus` code: 0 converged, 1 tolerance not met, 2 not finite,
+        3 not differentiable (kink, jump, pole, infinite slope), 4 noisy.
+    success : bool or array of bool
+        ``status == 0``: the element met ``atol + rtol * |df|``.
     nfev : int
-        Evaluations of f per element of x.
+        Evaluations of f per element (the most any element needed).
     method : str
         The method used.
     step : float or array
-        The step used (per element), after making it representable.
+        The finest step behind each element's estimate, made representable.
     """
 
     df: Any
@@ -63,6 +75,8 @@ class DiffResult:
     nfev: int
     method: str
     step: Any
+    status: Any = 0
+    success: Any = True
 
 
 # -- numerical_diff ----------------------------------------------------------------------
@@ -74,7 +88,10 @@ def numerical_diff(
     h: float | None = None,
     *,
     method: str = "central",
+    rtol: float | None = None,
+    atol: float | None = None,
     full_output: bool = False,
+    on_failure: str = "warn",
     backend: str | Backend | None = None,
     dtype: DtypeLike = None,
 ) -> Any:
@@ -84,21 +101,31 @@ def numerical_diff(
     ----------
     f : callable
         Elementwise: ``f(X)`` has the shape of ``X``. For an array x, f is called on one
-        stack of all stencil points (shape ``(k, *x.shape)``); for a Python scalar x it is
+        stack of stencil points (shape ``(k, *x.shape)``); for a Python scalar x it is
         called with Python floats. A DeZero ``Function`` works with a ``Variable`` x.
     x : float, array or xgrad.dezero.Variable
         Where to differentiate. Integer input is promoted to float64.
     h : float, optional
-        Step. Given: used as given, ``(f(x+h) - f(x-h)) / (2*h)`` for ``"central"``
-        (where ``x + h == x`` the step is enlarged, with a `StepSizeWarning`). None: chosen
-        from the dtype's eps and the scale of x (see Notes).
+        Step, used as given: ``(f(x+h) - f(x-h)) / (2*h)`` for ``"central"`` (where
+        ``x + h == x`` the step is enlarged, with a `StepSizeWarning`). No error control
+        then: the caller chose the step. None: the error-controlled search (Notes).
     method : {"central", "forward", "backward", "complex", "richardson"}
         ``"complex"``: ``Im f(x + ih) / h``, one evaluation and no cancellation, for f
-        real-analytic and computing in complex (needs complex dtypes in the backend).
-        ``"richardson"``: central differences at 6 steps extrapolated to high order, the
-        most accurate result by error estimate (24 evaluations for ``|x| < 1``, else 12).
+        real-analytic and computing in complex. ``"richardson"``: the search of
+        ``"central"`` run exhaustively (every step until the error estimate grows), for
+        the most accurate result; ``"forward"``/``"backward"``: one-sided quotients, for
+        one-sided derivatives.
+    rtol, atol : float, optional
+        Tolerance per element: success means ``error <= atol + rtol * |df|`` (plus f's own
+        rounding floor, ``1024 eps |f| / max(|x|, 1)``). Defaults: ``rtol`` 1e-8 in
+        float64, 1e-3 in float32; ``atol`` 0.
     full_output : bool
-        Return a `DiffResult` (derivative, error estimate, evaluations, method, step).
+        Return a `DiffResult` (derivative, error, status, success, evaluations, step)
+        instead of warning.
+    on_failure : {"warn", "raise"}
+        Without ``full_output``, an element that misses its tolerance (or has no
+        derivative) gives an `AccuracyWarning` naming it; ``"raise"`` makes that an
+        `AccuracyError`.
     backend : str or Backend, optional
         Backend for x given as Python numbers; arrays otherwise decide.
     dtype : {"float32", "float64"}, optional
@@ -107,42 +134,52 @@ def numerical_diff(
     Returns
     -------
     float, array or DiffResult
-        A Python float for a Python scalar x, else an array shaped like x.
+        A Python float for a Python scalar x, else an array shaped like x, in x's dtype.
 
     Raises
     ------
-    ValueError
-        If f is not finite around x even with smaller and one-sided steps (the message
-        names the element), or f is not elementwise.
-    TypeError
-        For ``method="complex"`` when f does not compute in complex or the backend has no
-        complex dtype.
+    NonFiniteError
+        (a ValueError) f is not finite around x even with smaller and one-sided steps
+        (the message names the element); with ``full_output`` this is status 2 instead.
+    ArgumentError, ArgumentTypeError
+        Bad arguments, or f not elementwise (ValueError / TypeError).
+
+    Warns
+    -----
+    AccuracyWarning
+        Some element did not meet its tolerance, or has no derivative (kink, jump, pole,
+        infinite slope), or f is noisier than its dtype.
 
     Notes
     -----
-    ``h=None`` with ``"central"`` evaluates central differences at two steps, ``2h`` and
-    ``h`` with ``2h = eps^(1/5) * max(|x|, 1)``, and combines them by one Richardson step
-    (4th order, 4 evaluations). Where ``|x| < 1`` and the error estimate shows f varying
-    faster than that scale (``log`` or ``sqrt`` at 1e-3) or the stencil leaves f's domain,
-    the steps are redone relative to ``|x|`` and the better estimate wins; points where f
-    is still not finite fall back to one-sided differences. ``"forward"``/``"backward"``
-    use ``sqrt(eps) * max(|x|, 1)``; every step is made representable (``(x + h) - x``).
+    ``h=None`` evaluates central differences at steps ``scale / 8 / 2**k`` and
+    extrapolates them in Neville's tableau (Richardson; error estimate as in Numerical
+    Recipes' ``dfridr`` plus rounding), first at ``scale = max(|x|, 1)``, then, where that
+    does not meet the tolerance, at ``min(|x|, 1)`` (absolute steps for large |x|, relative
+    ones near 0) and on to smaller steps until successive estimates agree or rounding
+    takes over. A domain edge at x falls back to one-sided differences. A converged
+    estimate whose even part ``f(x+h) + f(x-h)`` grows linearly in h is a kink (status 3),
+    as is one whose quotients diverge as h shrinks. On smooth f it costs 8 evaluations.
 
     Examples
     --------
     >>> numerical_diff(lambda x: 0.01 * x**2 + 0.1 * x, 5.0, h=1e-4)  # the book
     0.1999999999990898
     >>> import math
-    >>> round(numerical_diff(math.log, 1e-3), 3)
+    >>> round(numerical_diff(math.log, 1e-3), 6)
     1000.0
-    >>> r = numerical_diff(lambda x: x**3, 2.0, full_output=True)
-    >>> round(r.df, 9), r.nfev, abs(r.df - 12.0) <= r.error
-    (12.0, 4, True)
+    >>> r = numerical_diff(math.cos, 3e4, full_output=True)
+    >>> bool(r.success), abs(r.df + math.sin(3e4)) <= r.error
+    (True, True)
+    >>> r = numerical_diff(lambda v: max(v, 0.0), 0.0, full_output=True)
+    >>> r.status == xgrad.DiffStatus.NOT_DIFFERENTIABLE
+    True
     """
     if not callable(f):
-        raise TypeError(f"f: expected a callable, found {type(f).__name__}")
-    _steps.check_method(method)
-    h = _steps.check_step(h)
+        raise ArgumentTypeError(f"f: expected a callable, found {type(f).__name__}")
+    _policy.check_method(method)
+    h = _policy.check_step(h)
+    _policy.check_on_failure(on_failure)
     variable = _variable_type()
     if variable is not None and isinstance(x, variable):
 
@@ -150,10 +187,12 @@ def numerical_diff(
             out = f(variable(a))
             return out.data if isinstance(out, variable) else out
 
-        return _diff_array(through_variable, x.data, h, method, full_output, backend, dtype)
+        return _diff_array(
+            through_variable, x.data, h, method, rtol, atol, full_output, on_failure, backend, dtype
+        )
     if backend is None and dtype is None and isinstance(x, int | float) and not isinstance(x, bool):
-        return _diff_scalar(f, float(x), h, method, full_output)
-    return _diff_array(f, x, h, method, full_output, backend, dtype)
+        return _diff_scalar(f, float(x), h, method, rtol, atol, full_output, on_failure)
+    return _diff_array(f, x, h, method, rtol, atol, full_output, on_failure, backend, dtype)
 
 
 def _variable_type() -> type | None:
@@ -162,107 +201,94 @@ def _variable_type() -> type | None:
     return getattr(module, "Variable", None) if module is not None else None
 
 
+def _finish(
+    out: _engine.Outcome,
+    method: str,
+    rtol: float,
+    full_output: bool,
+    on_failure: str,
+    x_host: Any,
+    name: str = "x",
+    what: str = "numerical_diff",
+    host: Callable[[Any], Any] = np.asarray,
+) -> Any:
+    """The caller's answer from an outcome: a DiffResult, or df after flagging."""
+    status = host(out.status)
+    if full_output:
+        return _result(out, method, status)
+    flag(
+        status,
+        host(out.df),
+        host(out.error),
+        x_host,
+        name=name,
+        what=what,
+        rtol=rtol,
+        on_failure=on_failure,
+        result=(lambda: _result(out, method, status)),
+    )
+    return out.df
+
+
+def _result(out: _engine.Outcome, method: str, status: Any) -> DiffResult:
+    codes = np.asarray(status).astype(np.int64)
+    if codes.ndim == 0:
+        code: Any = int(codes)
+        success: Any = code == 0
+    else:
+        code, success = codes, codes == 0
+    return DiffResult(
+        df=out.df,
+        error=out.error,
+        nfev=out.nfev,
+        method=method,
+        step=out.step,
+        status=code,
+        success=success,
+    )
+
+
 def _diff_scalar(
-    f: Callable[[Any], Any], x: float, h: float | None, method: str, full_output: bool
+    f: Callable[[Any], Any],
+    x: float,
+    h: float | None,
+    method: str,
+    rtol: float | None,
+    atol: float | None,
+    full_output: bool,
+    on_failure: str,
 ) -> Any:
     if not math.isfinite(x):
-        raise ValueError(f"x: expected a finite number, found {x!r}")
+        raise ArgumentError(f"x: expected a finite number, found {x!r}")
+    r, a = _policy.check_tolerances(rtol, atol, "float64")
     if method == "complex":
-        step = h if h is not None else _EPS64**2 * max(abs(x), 1.0)
+        step = h if h is not None else _policy.complex_step(_EPS64, max(abs(x), 1.0))
         value = _call_complex(f, complex(x, step))
-        imag = getattr(value, "imag", None)
         if not isinstance(value, complex | np.complexfloating):
-            raise TypeError(_real_for_complex(type(value).__name__))
-        df = float(imag) / step
-        err, nfev = _EPS64 * abs(df), 1
+            raise ArgumentTypeError(_real_for_complex(type(value).__name__))
+        df = float(value.imag) / step
+        out = _engine.Outcome(df, _EPS64 * abs(df), _status_finite(df), step, 1)
+    elif h is not None:
+        out = _explicit(ScalarOps(f, _EPS64), x, h, method, _EPS64, full_output, r, a)
     else:
-        fast = _fast_central(f, x) if h is None and method == "central" else None
-        if fast is not None:
-            df, err, step, nfev = fast
-        else:
-            df, err, step, nfev = _diff_core(
-                ScalarOps(f), x, h, method, _EPS64, _TINY64, full_output
-            )
-        df = float(df)
-    if not math.isfinite(df):
-        raise ValueError(_not_finite_message("x", x))
-    if full_output:
-        return DiffResult(df=df, error=err, nfev=nfev, method=method, step=step)
-    return df
+        ops = ScalarOps(f, _EPS64)
+        if method == "central":
+            df, err, step, ok = _engine.first_stage(ops, x, _EPS64, r, a)
+            if ok:
+                if not full_output:
+                    return float(df)
+                return DiffResult(df, err, 8, method, step, 0, True)
+        out = _engine.search(
+            ops, x, method, _EPS64, _TINY64, r, a, f0=lambda: ops.evaluate([x], True)[0]
+        )
+    result = _finish(out, method, r, full_output, on_failure, np.asarray(x))
+    if isinstance(result, DiffResult):
+        return result
+    return float(result)
 
 
-_TOP64 = _EPS64**0.2
-_LIMIT64 = 10.0 * _TOP64 * _TOP64
-
-
-def _fast_central(f: Callable[[Any], Any], x: float) -> tuple[float, float, float, int] | None:
-    """`_diff_auto` for a Python float where its first try succeeds, in ~1 us of overhead.
-
-    None where the general path is needed: the stencil could cross 0 (and leave f's
-    domain, which NumPy would warn about), f failed, or the error estimate calls for a
-    smaller step. Mirrors `central_tableau` with two levels operation by operation.
-    """
-    ax = abs(x)
-    h0 = (ax if ax > 1.0 else 1.0) * _TOP64
-    if ax <= h0:
-        return None
-    h1 = h0 * 0.5
-    a, b, c, d = x + h0, x + h1, x - h1, x - h0
-    try:
-        fa, fb, fc, fd = float(f(a)), float(f(b)), float(f(c)), float(f(d))
-    except (ArithmeticError, ValueError, TypeError, RuntimeWarning):
-        return None
-    d0 = (fa - fd) / (a - d)
-    width = b - c
-    d1 = (fb - fc) / width
-    t = d1 + (d1 - d0) / 3.0
-    rnd = 2.0 * _EPS64 * max(abs(fb), abs(fc)) / width
-    err = max(abs(t - d1), abs(t - d0)) + 2.0 * rnd + _EPS64 * abs(t)
-    if not (math.isfinite(t) and math.isfinite(err)) or (ax < 1.0 and not err <= _LIMIT64 * abs(t)):
-        return None
-    return t, err, h1, 4
-
-
-def _fast_central_array(
-    ops: ArrayOps, x: Any, eps: float, full_output: bool
-) -> tuple[Any, Any, Any, int] | None:
-    """`_diff_auto` for arrays where its first try succeeds everywhere, in few array passes.
-
-    Same numbers as `central_tableau` with two levels; the roundoff part of the error
-    estimate is only computed for ``full_output``. None where the general path is needed
-    (non-finite values, or the error estimate calls for steps relative to |x|).
-    """
-    xp = ops.xp
-    top = eps**0.2
-    ax = xp.abs(x)
-    h0 = xp.maximum(ax, 1.0)
-    h0 *= top
-    h1 = h0 * 0.5
-    a, b = x + h0, x + h1
-    c, d = x - h1, x - h0
-    with quiet():
-        fa, fb, fc, fd = ops.evaluate([a, b, c, d])
-        width = b - c
-        a -= d  # a is now the outer width
-        d0 = fa - fd
-        d0 /= a
-        d1 = fb - fc
-        d1 /= width
-        corr = d1 - d0  # T11 - T10 = corr/3, T11 - T00 = 4 corr/3
-        corr /= 3.0
-        t = d1 + corr
-        trunc = xp.abs(corr)
-        trunc *= 4.0
-        ok = trunc <= (10.0 * top * top) * xp.abs(t)
-        if not bool(xp.all(ok | (ax >= 1.0))) or not bool(xp.all(xp.isfinite(trunc))):
-            return None
-        err: Any = math.nan
-        if full_output:
-            rnd = xp.maximum(xp.abs(fb), xp.abs(fc))
-            rnd *= 4.0 * eps
-            rnd /= width
-            err = trunc + rnd + eps * xp.abs(t)
-    return t, err, h1, 4
+def _status_finite(df: Any) -> float:
+    return float(DiffStatus.CONVERGED if math.isfinite(df) else DiffStatus.NOT_FINITE)
 
 
 # Large arrays are differentiated in blocks: a handful of block-sized temporaries stay in
@@ -276,88 +302,103 @@ def _diff_array(
     x: Any,
     h: float | None,
     method: str,
+    rtol: float | None,
+    atol: float | None,
     full_output: bool,
+    on_failure: str,
     backend: Any,
     dtype: Any,
 ) -> Any:
-    xa, b = as_float_array(x, backend=backend, dtype=dtype, name="x")
+    xa, b = _float_input(x, backend, dtype)
     xp = b.xp
     if not bool(xp.all(xp.isfinite(xa))):
-        raise ValueError("x: expected finite values, found inf or nan")
-    eps, tiny = _steps.finfo(xp, xa.dtype)
-    ops = ArrayOps(f, xp, b)
+        raise ArgumentError("x: expected finite values, found inf or nan")
+    r, a = _policy.check_tolerances(rtol, atol, b.dtype_name(xa.dtype))
+    eps, tiny = _policy.finfo(xp, xa.dtype)
     shape = tuple(xa.shape)
     size = math.prod(shape)
-    if size <= _BLOCK:
-        df, err, step, nfev = _diff_block(ops, xa, h, method, eps, tiny, full_output)
+    flat = xp.reshape(xa, (-1,))
+    blocks = (
+        [flat]
+        if size <= _BLOCK
+        else [flat[start : min(size, start + _BLOCK)] for start in range(0, size, _BLOCK)]
+    )
+    outs = [_diff_block(f, b, blk, h, method, eps, tiny, r, a, full_output) for blk in blocks]
+    if len(outs) == 1:
+        out = outs[0]
     else:
-        flat = xp.reshape(xa, (-1,))
-        parts: list[tuple[Any, Any, Any]] = []
-        nfev = 0
-        for start in range(0, size, _BLOCK):
-            block = flat[start : min(size, start + _BLOCK)]
-            d, e, st, n = _diff_block(ops, block, h, method, eps, tiny, full_output)
-            nfev = max(nfev, n)
-            if full_output:
-                e, st = _like(xp, e, block), _like(xp, st, block)
-            parts.append((d, e, st))
-        df = xp.reshape(xp.concat([p[0] for p in parts]), shape)
-        err = xp.reshape(xp.concat([p[1] for p in parts]), shape) if full_output else None
-        step = xp.reshape(xp.concat([p[2] for p in parts]), shape) if full_output else None
-    bad = xp.logical_not(xp.isfinite(df))
-    if bool(xp.any(bad)):
-        index = tuple(int(i) for i in np.argwhere(b.to_numpy(bad))[0])
-        value = float(b.to_numpy(xa)[index])
-        raise ValueError(_not_finite_message(f"x[{', '.join(map(str, index))}]", value))
-    if full_output:
-        return DiffResult(df=df, error=err, nfev=nfev, method=method, step=step)
-    return df
+        out = _engine.Outcome(
+            *(xp.concat([getattr(o, k) for o in outs]) for k in ("df", "error", "status", "step")),
+            nfev=max(o.nfev for o in outs),
+        )
+    out = _engine.Outcome(
+        *(xp.reshape(getattr(out, k), shape) for k in ("df", "error", "status", "step")),
+        nfev=out.nfev,
+    )
+    out.status = xp.astype(out.status, xp.int32)
+    x_host = b.to_numpy(xa)
+    return _finish(out, method, r, full_output, on_failure, x_host, host=b.to_numpy)
 
 
-def _like(xp: Any, value: Any, block: Any) -> Any:
-    """``value`` (a number or an array) as an array shaped like ``block``."""
-    if getattr(value, "shape", None) is not None and tuple(value.shape) == tuple(block.shape):
-        return value
-    return xp.zeros_like(block) + value
+def _float_input(x: Any, backend: Any, dtype: Any, name: str = "x") -> tuple[Any, Backend]:
+    xa, b = as_float_array(x, backend=backend, dtype=dtype, name=name)
+    _policy.default_rtol(b.dtype_name(xa.dtype), name)  # refuses dtypes it has no rule for
+    return xa, b
+
+
+def _full(xp: Any, like: Any, value: Any) -> Any:
+    return xp.full(like.shape, value, dtype=like.dtype, device=like.device)
 
 
 def _diff_block(
-    ops: ArrayOps, xa: Any, h: float | None, method: str, eps: float, tiny: float, full_output: bool
-) -> tuple[Any, Any, Any, int]:
-    xp = ops.xp
+    f: Callable[[Any], Any],
+    b: Backend,
+    xa: Any,
+    h: float | None,
+    method: str,
+    eps: float,
+    tiny: float,
+    rtol: float,
+    atol: float | None,
+    full_output: bool,
+) -> _engine.Outcome:
+    xp = b.xp
+    ops = ElementwiseOps(f, xp, b, xa)
     if method == "complex":
-        b = ops.backend
-        cdtype = _steps.complex_dtype(xp, xa.dtype)
-        step = h if h is not None else (eps**2) * xp.maximum(xp.abs(xa), 1.0)
+        cdtype = _policy.complex_dtype(xp, xa.dtype)
+        step = h if h is not None else _policy.complex_step(eps, xp.maximum(xp.abs(xa), 1.0))
         istep = xp.astype(xp.asarray(step, dtype=xa.dtype, device=xa.device), cdtype) * 1j
         z = xp.astype(xa, cdtype) + istep
-        out = _call_complex(ops.f, z)
+        out = _call_complex(f, z)
         if not b.owns(out):
             out = b.asarray(out)
         if not xp.isdtype(out.dtype, "complex floating"):
-            raise TypeError(_real_for_complex(f"an array of dtype {out.dtype}"))
+            raise ArgumentTypeError(_real_for_complex(f"an array of dtype {out.dtype}"))
         if tuple(out.shape) != tuple(xa.shape):
-            raise ValueError(
+            raise ArgumentError(
                 f"f: numerical_diff needs an elementwise f; f on shape {tuple(xa.shape)} "
                 f"returned shape {tuple(out.shape)}"
             )
-        df = xp.imag(out) / step
-        return df, eps * xp.abs(df), step, 1
-    fast = (
-        _fast_central_array(ops, xa, eps, full_output)
-        if h is None and method == "central"
-        else None
+        df = xp.astype(xp.imag(out) / step, xa.dtype)
+        status = ops.where(xp.isfinite(df), 0.0, float(DiffStatus.NOT_FINITE))
+        return _engine.Outcome(df, eps * xp.abs(df), status, _full(xp, xa, 0.0) + step, 1)
+    if h is not None:
+        return _explicit(ops, xa, h, method, eps, full_output, rtol, atol)
+    if method == "central":
+        df, err, step, ok = _engine.first_stage(ops, xa, eps, rtol, atol)
+        if bool(xp.all(ok)):
+            zero = _full(xp, xa, 0.0)
+            return _engine.Outcome(df, err, zero, zero + step, 8)
+    return _engine.search(
+        ops, xa, method, eps, tiny, rtol, atol, f0=lambda: ops.evaluate([xa], None)[0]
     )
-    if fast is not None:
-        return fast
-    return _diff_core(ops, xa, h, method, eps, tiny, full_output)
 
 
 def _call_complex(f: Callable[[Any], Any], z: Any) -> Any:
     try:
         return f(z)
     except (TypeError, ValueError) as exc:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"method='complex': f failed on complex input ({type(exc).__name__}: {exc}); "
             "complex step needs an f that computes in complex (no math.*, abs, maximum)"
         ) from exc
@@ -371,144 +412,88 @@ def _real_for_complex(found: str) -> str:
     )
 
 
-def _not_finite_message(where: str, value: float) -> str:
-    return (
-        f"f: not finite around {where} = {value!r}, even with smaller and one-sided steps; "
-        "the derivative does not exist there or f fails near it"
-    )
+def _explicit(
+    ops: Any,
+    x: Any,
+    h: float,
+    method: str,
+    eps: float,
+    full_output: bool,
+    rtol: float,
+    atol: float | None,
+) -> _engine.Outcome:
+    """The book's difference with the caller's step (bit for bit), no error control.
 
-
-def _diff_core(
-    ops: Any, x: Any, h: float | None, method: str, eps: float, tiny: float, full_output: bool
-) -> tuple[Any, Any, Any, int]:
-    """(derivative, error estimate, step, evaluations per element) for the real methods."""
-    if h is None:
-        return _diff_auto(ops, x, method, eps, tiny)
-    if method == "richardson":
-        return (
-            *central_tableau(ops, x, 1.0 + 0.0 * x, h, _RICHARDSON_LEVELS, eps),
-            2 * _RICHARDSON_LEVELS,
-        )
+    With ``full_output`` the same stencil at 2h estimates the truncation error, and the
+    status says whether that meets the tolerance. Where ``x + h == x`` the search takes
+    over for those elements, with a `StepSizeWarning`.
+    """
+    stencil = _policy.METHODS[method]
+    array = not isinstance(ops, ScalarOps)
     with quiet():
-        if method == "central":
-            fp, fm = ops.evaluate([x + h, x - h])
+        if stencil.a == -stencil.b:
+            fp, fm = ops.evaluate([x + h, x - h], True)
             df = (fp - fm) / (2 * h)
             stuck = (x + h == x) | (x - h == x)
-        elif method == "forward":
-            fp, f0 = ops.evaluate([x + h, x])
+        elif stencil.b == 0.0:
+            fp, f0 = ops.evaluate([x + h, x], True)
             df = (fp - f0) / h
             stuck = x + h == x
         else:
-            f0, fm = ops.evaluate([x, x - h])
+            f0, fm = ops.evaluate([x, x - h], True)
             df = (f0 - fm) / h
             stuck = x - h == x
-        nfev = 2
+        if method == "richardson":
+            # Richardson with a given step: one extrapolation from h and h/2.
+            gp, gm = ops.evaluate([x + h / 2, x - h / 2], True)
+            fine = (gp - gm) / h
+            df = fine + (fine - df) / 3.0
+        nfev = 4 if method == "richardson" else 2
         err: Any = math.nan
         if full_output:
-            # Same stencil at 2h: the difference estimates the truncation error.
-            order = 2.0 if method == "central" else 1.0
-            if method == "central":
-                g1, g2 = ops.evaluate([x + 2 * h, x - 2 * h])
+            if stencil.a == -stencil.b:
+                g1, g2 = ops.evaluate([x + 2 * h, x - 2 * h], True)
                 df2 = (g1 - g2) / (4 * h)
                 fmax = ops.maximum(ops.abs(fp), ops.abs(fm))
+                order = 2.0
             else:
                 sign = 1.0 if method == "forward" else -1.0
-                (g1,) = ops.evaluate([x + sign * 2 * h])
+                (g1,) = ops.evaluate([x + sign * 2 * h], True)
                 df2 = sign * (g1 - f0) / (2 * h)
                 fmax = ops.abs(f0)
-            nfev = 4 if method == "central" else 3
+                order = 1.0
+            nfev += 2 if stencil.a == -stencil.b else 1
             err = ops.abs(df - df2) / (2.0**order - 1.0) + 2.0 * eps * fmax / h
+    status: Any = ops.full_entry(0.0) if array else float(DiffStatus.CONVERGED)
+    if full_output:
+        tol = (atol or 0.0) + rtol * ops.abs(df)
+        met = ops.isfinite(df) & (err <= tol)
+        status = ops.where(met, status, float(DiffStatus.TOLERANCE_NOT_MET))
+    status = ops.where(ops.isfinite(df), status, float(DiffStatus.NOT_FINITE))
     step: Any = h
     if ops.any(stuck):
-        count = (
-            int(ops.xp.sum(ops.xp.astype(stuck, ops.xp.int64))) if isinstance(ops, ArrayOps) else 1
-        )
-        _steps.warn_enlarged(count, h, "float32" if eps > 1e-10 else "float64")
-        auto, auto_err, auto_step, auto_nfev = _diff_auto(ops, x, method, eps, tiny)
-        df = ops.where(stuck, auto, df)
-        err = ops.where(stuck, auto_err, err)
-        step = ops.where(stuck, auto_step, step)
-        nfev += auto_nfev
-    return df, err, step, nfev
+        xp = getattr(ops, "xp", None)
+        count = int(xp.sum(xp.astype(stuck, xp.int64))) if xp is not None else 1
+        _warn_enlarged(count, h, "float32" if eps > 1e-10 else "float64")
+        auto = _engine.search(ops, x, "central", eps, math.ulp(0.0), rtol, atol)
+        df = ops.where(stuck, auto.df, df)
+        err = ops.where(stuck, auto.error, err)
+        status = ops.where(stuck, auto.status, status)
+        step = ops.where(stuck, auto.step, step)
+        nfev += auto.nfev
+    if array and not hasattr(step, "shape"):
+        step = ops.full_entry(0.0) + step
+    if array and not hasattr(err, "shape"):
+        err = ops.full_entry(0.0) + err
+    return _engine.Outcome(df, err, status, step, nfev)
 
 
-def _diff_auto(ops: Any, x: Any, method: str, eps: float, tiny: float) -> tuple[Any, Any, Any, int]:
-    ax = ops.abs(x)
-    wide = ops.maximum(ax, 1.0)
-    narrow_: list[Any] = []
-
-    def narrow() -> Any:
-        # Relative to |x|, bounded away from 0 so that h stays a normal number.
-        if not narrow_:
-            narrow_.append(ops.where(ax > 0.0, ops.maximum(ax, math.sqrt(tiny)), 1.0))
-        return narrow_[0]
-
-    if method in ("forward", "backward"):
-        sign = 1.0 if method == "forward" else -1.0
-        return _one_step(ops, x, wide, narrow, ops.any(ax < 1.0), sign, eps)
-    if method == "richardson":
-        levels = _RICHARDSON_LEVELS
-        top = eps ** (1.0 / 7.0)
-    else:
-        levels, top = 2, eps**0.2
-    df, err, step = central_tableau(ops, x, wide, top, levels, eps)
-    nfev = 2 * levels
-    # Error estimate of the 4th-order result ~ (relative correction)^2: a correction above
-    # 10*top^2 means f varies on a scale shorter than the step: redo relative to |x|.
-    limit = 10.0 * top * top if method == "central" else 0.0
-    retry = (ax < 1.0) & ops.logical_not(err <= limit * ops.abs(df))
-    if ops.any(retry):
-        df2, err2, step2 = central_tableau(ops, x, narrow(), top, levels, eps)
-        nfev += 2 * levels
-        better = err2 < err
-        df = ops.where(better, df2, df)
-        err = ops.where(better, err2, err)
-        step = ops.where(better, step2, step)
-    for sign in (1.0, -1.0):
-        bad = ops.logical_not(ops.isfinite(err))
-        if not ops.any(bad):
-            break
-        df3, err3, step3 = one_sided(ops, x, narrow(), sign, eps)
-        nfev += 3
-        better = err3 < err
-        df = ops.where(better, df3, df)
-        err = ops.where(better, err3, err)
-        step = ops.where(better, step3, step)
-    return df, err, step, nfev
-
-
-def _one_step(
-    ops: Any, x: Any, wide: Any, narrow: Callable[[], Any], small: bool, sign: float, eps: float
-) -> tuple[Any, Any, Any, int]:
-    """Forward (sign=1) or backward difference with a sqrt(eps) step and an error estimate.
-
-    Steps relative to max(|x|, 1) first; where some |x| < 1 (``small``) or f is not finite,
-    also relative to |x|, keeping the smaller error estimate per element.
-    """
-    nfev = 0
-    df: Any = math.nan
-    err: Any = math.inf
-    step: Any = math.nan
-    for scale in (wide, None):
-        scale = narrow() if scale is None else scale
-        h = scale * math.sqrt(eps) * sign
-        x1 = x + h
-        h = x1 - x
-        with quiet():
-            f0, f1, f2 = ops.evaluate([x, x1, x + 2.0 * h])
-            d1 = ops.div(f1 - f0, h)
-            d2 = ops.div(f2 - f0, 2.0 * h)
-            rnd = ops.div(4.0 * eps * ops.maximum(ops.abs(f0), ops.abs(f1)), ops.abs(h))
-            e = ops.abs(d1 - d2) + rnd
-            e = ops.where(ops.isfinite(d1) & ops.isfinite(e), e, math.inf)
-        nfev += 3
-        better = e < err
-        df = ops.where(better, d1, df)
-        err = ops.where(better, e, err)
-        step = ops.where(better, h, step)
-        if not small and not ops.any(ops.logical_not(ops.isfinite(err))):
-            break
-    return df, err, step, nfev
+def _warn_enlarged(count: int, h: float, dtype_name: str) -> None:
+    warn(
+        f"h={h!r} does not change x at {count} element(s) in {dtype_name} (x + h == x); "
+        "used the automatic step there",
+        StepSizeWarning,
+    )
 
 
 # -- numerical_gradient ------------------------------------------------------------------
@@ -520,6 +505,10 @@ def numerical_gradient(
     h: float | None = None,
     *,
     method: str = "central",
+    rtol: float | None = None,
+    atol: float | None = None,
+    full_output: bool = False,
+    on_failure: str = "warn",
     batch_size: int | None = None,
     backend: str | Backend | None = None,
     dtype: DtypeLike = None,
@@ -542,14 +531,20 @@ def numerical_gradient(
         float copy, which f receives (a closure over the integer array would not see the
         perturbations; an `InputIgnoredWarning` says so when no perturbation changed f).
     h : float, optional
-        Step, used as given (``(f(x+h) - f(x-h)) / (2*h)``, as in the book). None:
-        ``4 * eps^(1/3) * max(|x_i|, 1)`` per element for ``"central"`` (``eps^(1/2)``
-        for one-sided, ``eps^(1/5)`` for ``"richardson"``); the factor 4 favours the
-        roundoff in f, which dominates for gradient entries much smaller than the loss.
+        Step, used as given (``(f(x+h) - f(x-h)) / (2*h)``, as in the book), without error
+        control. None: the error-controlled search of `numerical_diff`, per element.
     method : {"central", "forward", "backward", "complex", "richardson"}
-        Evaluations per element: 2, 1 (+1 in all), 1 (+1), 1, 4. ``"complex"`` is always
-        functional (f receives a complex copy). ``"richardson"`` combines central
-        differences at h and 2h (4th order).
+        As in `numerical_diff`. ``"complex"`` is always functional (f receives a complex
+        copy); with an explicit h, ``"richardson"`` extrapolates from h and h/2.
+    rtol, atol : float, optional
+        Tolerance per element, norm-wise: success means ``error <= atol + rtol * |g_i|``
+        with a default ``atol`` of ``rtol * max|g|`` (small entries are judged against the
+        largest one), plus f's rounding floor. ``rtol``: 1e-8 in float64, 1e-3 in float32.
+    full_output : bool
+        Return a `DiffResult` (a dict of them for a dict x) instead of warning.
+    on_failure : {"warn", "raise"}
+        An element that misses its tolerance gives an `AccuracyWarning` naming it, or
+        with ``"raise"`` an `AccuracyError`.
     batch_size : int, optional
         Fast path: f receives stacks of shape ``(k, *x.shape)`` of up to ``k`` perturbed
         copies and returns ``k`` values. Not for dict input.
@@ -560,14 +555,16 @@ def numerical_gradient(
 
     Returns
     -------
-    array or dict of arrays
+    array, dict of arrays, or DiffResult
         Shaped like x, in x's floating dtype.
 
     Raises
     ------
-    ValueError
-        f returns a non-scalar; f is not finite at some perturbation even with smaller
-        and one-sided steps (the message names the element).
+    NonFiniteError
+        f is not finite at some perturbation even with smaller and one-sided steps (the
+        message names the element).
+    ArgumentError
+        f returns a non-scalar, or bad arguments.
 
     Examples
     --------
@@ -578,16 +575,18 @@ def numerical_gradient(
     array([6., 8.])
     """
     if not callable(f):
-        raise TypeError(f"f: expected a callable, found {type(f).__name__}")
-    _steps.check_method(method)
-    h = _steps.check_step(h)
+        raise ArgumentTypeError(f"f: expected a callable, found {type(f).__name__}")
+    _policy.check_method(method)
+    h = _policy.check_step(h)
+    _policy.check_on_failure(on_failure)
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
-        raise ValueError(f"batch_size: expected a positive int or None, found {batch_size!r}")
+        raise ArgumentError(f"batch_size: expected a positive int or None, found {batch_size!r}")
+    settings = (h, method, rtol, atol, full_output, on_failure)
     if isinstance(x, Mapping):
         if batch_size is not None:
-            raise ValueError("batch_size: not supported for a dict x; pass one array at a time")
+            raise ArgumentError("batch_size: not supported for a dict x; pass one array at a time")
         params = x
         grads = {}
         for key, value in params.items():
@@ -596,10 +595,10 @@ def numerical_gradient(
             def call(a: Any, key: Any = key, same: bool = same) -> Any:
                 return f(params) if same and a is params[key] else f({**params, key: a})
 
-            grads[key] = _gradient(call, arr, b, not same, h, method, None, f"x[{key!r}]")
+            grads[key] = _gradient(call, arr, b, not same, None, f"x[{key!r}]", *settings)
         return grads
     arr, b, same = _prepare(x, backend, dtype, "x")
-    return _gradient(f, arr, b, not same, h, method, batch_size, "x")
+    return _gradient(f, arr, b, not same, batch_size, "x", *settings)
 
 
 def _prepare(value: Any, backend: Any, dtype: Any, name: str) -> tuple[Any, Backend, bool]:
@@ -609,8 +608,9 @@ def _prepare(value: Any, backend: Any, dtype: Any, name: str) -> tuple[Any, Back
         xp = owner.xp
         same_dtype = dtype is None or owner.dtype_name(dtype) == owner.dtype_name(value.dtype)
         if xp.isdtype(value.dtype, "real floating") and same_dtype:
+            _policy.default_rtol(owner.dtype_name(value.dtype), name)
             return value, owner, True
-    arr, b = as_float_array(value, backend=backend, dtype=dtype, name=name)
+    arr, b = _float_input(value, backend, dtype, name)
     return arr, b, False
 
 
@@ -619,203 +619,144 @@ def _gradient(
     arr: Any,
     b: Backend,
     copied: bool,
-    h: float | None,
-    method: str,
     batch_size: int | None,
     name: str,
+    h: float | None,
+    method: str,
+    rtol: float | None,
+    atol: float | None,
+    full_output: bool,
+    on_failure: str,
 ) -> Any:
     xp = b.xp
     shape = tuple(arr.shape)
     n = math.prod(shape)
+    r, a = _policy.check_tolerances(rtol, atol, b.dtype_name(arr.dtype))
     if n == 0:
-        return xp.zeros_like(arr)
+        zeros = xp.zeros_like(arr)
+        if full_output:
+            return _result(_engine.Outcome(zeros, zeros, 0, zeros, 0), method, 0)
+        return zeros
     if not bool(xp.all(xp.isfinite(arr))):
-        raise ValueError(f"{name}: expected finite values, found inf or nan")
-    eps, _ = _steps.finfo(xp, arr.dtype)
+        raise ArgumentError(f"{name}: expected finite values, found inf or nan")
+    eps, tiny = _policy.finfo(xp, arr.dtype)
+    inplace = batch_size is None and method != "complex" and is_writeable(arr)
     if method == "complex":
-        return _gradient_complex(call, arr, b, h, eps, batch_size)
-    offsets = {
-        "central": (1.0, -1.0),
-        "forward": (1.0,),
-        "backward": (-1.0,),
-        "richardson": (1.0, -1.0, 2.0, -2.0),
-    }[method]
-    exponent = {"central": 1 / 3, "forward": 1 / 2, "backward": 1 / 2, "richardson": 1 / 5}
-    auto = _steps.GRADIENT_STEP_FACTOR * eps ** exponent[method] * xp.maximum(xp.abs(arr), 1.0)
-    if h is None:
-        step = auto
+        grad = _gradient_complex(call, arr, b, h, eps, batch_size)
+        out = _engine.Outcome(grad, eps * xp.abs(grad), _full(xp, grad, 0.0), grad * 0.0, 1)
+    elif h is not None:
+        grad = _gradient_explicit(call, arr, b, h, method, inplace, batch_size, name)
+        out = _engine.Outcome(grad, _full(xp, grad, math.nan), _full(xp, grad, 0.0), h, 2)
     else:
-        stuck = xp.zeros(shape, dtype=xp.bool, device=arr.device)
-        for o in offsets:
-            stuck = stuck | (arr + o * h == arr)
-        count = int(xp.sum(xp.astype(stuck, xp.int64)))
-        step = xp.where(stuck, auto, h) if count else h
-        if count:
-            _steps.warn_enlarged(count, h, b.dtype_name(arr.dtype))
-    points = [arr + o * step for o in offsets]
-    inplace = batch_size is None and _steps.is_writeable(arr)
-    # Overflow or domain warnings from f are NumPy's way of saying "not finite", which is
-    # handled below (retried, or an error naming the element).
-    with quiet():
-        values, f0 = _evaluate(call, arr, b, points, inplace, batch_size, method)
-        grad = _combine(method, values, points, arr, f0, h, step)
-    grad = _repair(call, arr, b, grad, inplace, batch_size, eps, auto, name)
+        ops = PerturbOps(call, b, arr, inplace=inplace, batch_size=batch_size)
+        flat = xp.reshape(arr, (-1,))
 
-    grad = xp.astype(grad, arr.dtype)
-    if (copied or not inplace) and not bool(xp.any(grad != 0.0)):
-        warnings.warn(
+        def f0() -> Any:
+            value = _f_at(call, arr, b, batch_size)
+            return xp.zeros_like(flat) + xp.astype(value, arr.dtype)
+
+        with quiet():
+            found = _engine.search(ops, flat, method, eps, tiny, r, a, normwise=True, f0=f0)
+        out = _engine.Outcome(
+            *(xp.reshape(getattr(found, k), shape) for k in ("df", "error", "status", "step")),
+            nfev=found.nfev,
+        )
+        out.status = xp.astype(out.status, xp.int32)
+    out.df = xp.astype(out.df, arr.dtype)
+    if (copied or not inplace) and not bool(xp.any(out.df != 0.0)):
+        warn(
             "every perturbation of x left f unchanged, and f received a copy of x (x is "
             "integer, immutable, on another backend or dtype, or batch_size was given): if f "
             "reads the array through a closure (lambda W: net.loss(x, t)), pass a writeable "
             "floating array or use the argument f receives",
             InputIgnoredWarning,
-            stacklevel=3,
         )
-    return grad
-
-
-def _evaluate(
-    call: Callable[[Any], Any],
-    arr: Any,
-    b: Backend,
-    points: list[Any],
-    inplace: bool,
-    batch_size: int | None,
-    method: str,
-) -> tuple[list[Any], Any]:
-    """f at each perturbation of each element (one array per offset), and f(x) if needed."""
-    xp = b.xp
-    shape = tuple(arr.shape)
-    if inplace:
-        values = _values_inplace(call, arr, b, points)
-    else:
-        flat = xp.reshape(arr, (-1,))
-        index = xp.arange(flat.shape[0], device=arr.device)
-        values = [
-            xp.reshape(
-                _steps.eval_perturbed(
-                    call, b, flat, shape, (index, xp.reshape(p, (-1,))), batch_size=batch_size
-                ),
-                shape,
+    if h is not None and not full_output:
+        bad = xp.logical_not(xp.isfinite(out.df))
+        if bool(xp.any(bad)):
+            index = tuple(int(i) for i in np.argwhere(b.to_numpy(bad))[0])
+            where = ", ".join(map(str, index))
+            value = float(b.to_numpy(arr)[index])
+            raise NonFiniteError(
+                f"f: not finite around {name}[{where}] = {value!r} with h={h!r}",
+                index=index,
+                value=value,
             )
-            for p in points
-        ]
-    f0 = _f_at(call, arr, b, batch_size) if method in ("forward", "backward") else None
-    return values, f0
+        return out.df
+    return _finish(
+        out,
+        method,
+        r,
+        full_output,
+        on_failure,
+        b.to_numpy(arr),
+        name,
+        "numerical_gradient",
+        host=b.to_numpy,
+    )
 
 
 def _f_at(call: Callable[[Any], Any], arr: Any, b: Backend, batch_size: int | None) -> Any:
     """f at the unperturbed x, as an array of the backend."""
+    from xgrad._evaluators import scalar_value
+
     if batch_size is not None:
         out = call(arr[None, ...])
         out = out if b.owns(out) else b.asarray(out)
         return out[0]
-    value = _steps.scalar_value(call(arr), b)
+    value = scalar_value(call(arr), b)
     return value if b.owns(value) else b.asarray(value)
 
 
-def _values_inplace(
-    call: Callable[[Any], Any], arr: Any, b: Backend, points: list[Any]
-) -> list[Any]:
-    xp = b.xp
-    shape = tuple(arr.shape)
-    values: list[list[Any]] = [[] for _ in points]
-    for idx in np.ndindex(*shape):
-        old = xp.asarray(arr[idx], copy=True)
-        try:
-            for k, p in enumerate(points):
-                arr[idx] = p[idx]
-                values[k].append(_steps.scalar_value(call(arr), b))
-        finally:
-            arr[idx] = old
-    return [xp.reshape(_steps.stack_values(v, b), shape) for v in values]
-
-
-def _combine(
-    method: str, values: list[Any], points: list[Any], arr: Any, f0: Any, h: float | None, step: Any
-) -> Any:
-    with quiet():
-        if method == "central":
-            width = (
-                (2 * h) if h is not None and not hasattr(step, "shape") else (points[0] - points[1])
-            )
-            return (values[0] - values[1]) / width
-        if method == "forward":
-            width = h if h is not None and not hasattr(step, "shape") else points[0] - arr
-            return (values[0] - f0) / width
-        if method == "backward":
-            width = h if h is not None and not hasattr(step, "shape") else arr - points[0]
-            return (f0 - values[0]) / width
-        d1 = (values[0] - values[1]) / (points[0] - points[1])
-        d2 = (values[2] - values[3]) / (points[2] - points[3])
-        return d1 + (d1 - d2) / 3.0
-
-
-def _repair(
+def _gradient_explicit(
     call: Callable[[Any], Any],
     arr: Any,
     b: Backend,
-    grad: Any,
+    h: float,
+    method: str,
     inplace: bool,
     batch_size: int | None,
-    eps: float,
-    auto: Any,
     name: str,
 ) -> Any:
-    """Redo elements whose result is not finite: smaller central step, then one-sided."""
+    """The book's loop with the caller's step: ``(f(x+h) - f(x-h)) / (2h)`` per element.
+
+    Where ``x + h == x`` the step is enlarged to the policy's fixed step (a
+    `StepSizeWarning` says where).
+    """
     xp = b.xp
-    bad = xp.logical_not(xp.isfinite(grad))
-    if not bool(xp.any(bad)):
-        return grad
     shape = tuple(arr.shape)
-    flat = xp.reshape(arr, (-1,))
-    cols = xp.arange(flat.shape[0], device=arr.device)
-
-    def probe(i: int, value: Any) -> Any:
-        if inplace:
-            idx = tuple(int(k) for k in np.unravel_index(i, shape))
-            old = xp.asarray(arr[idx], copy=True)
-            try:
-                arr[idx] = value
-                out = _steps.scalar_value(call(arr), b)
-            finally:
-                arr[idx] = old
+    eps, _ = _policy.finfo(xp, arr.dtype)
+    stencil = _policy.METHODS[method]
+    offsets = [o for o in (stencil.a, stencil.b) if o != 0.0]
+    if method == "richardson":
+        offsets = [1.0, -1.0, 0.5, -0.5]
+    auto = _policy.fixed_step(method, eps, xp.maximum(xp.abs(arr), 1.0))
+    stuck = xp.zeros(shape, dtype=xp.bool, device=arr.device)
+    for o in offsets:
+        stuck = stuck | (arr + o * h == arr)
+    count = int(xp.sum(xp.astype(stuck, xp.int64)))
+    step: Any = xp.where(stuck, auto, h) if count else h
+    if count:
+        _warn_enlarged(count, h, b.dtype_name(arr.dtype))
+    points = [xp.reshape(arr + o * step, (-1,)) for o in offsets]
+    ops = PerturbOps(call, b, arr, inplace=inplace, batch_size=batch_size)
+    every = xp.ones(math.prod(shape), dtype=xp.bool, device=arr.device)
+    with quiet():
+        values = [xp.reshape(v, shape) for v in ops.evaluate(points, every)]
+        pts = [xp.reshape(p, shape) for p in points]
+        if stencil.a != -stencil.b:
+            f0 = _f_at(call, arr, b, batch_size)
+            if count:
+                return (values[0] - f0) / (pts[0] - arr)
+            return offsets[0] * (values[0] - f0) / h
+        if count:
+            d = (values[0] - values[1]) / (pts[0] - pts[1])
         else:
-            row = xp.where(cols == i, value, flat)
-            if batch_size is not None:
-                out = call(xp.reshape(row, (1, *shape)))
-                out = (out if b.owns(out) else b.asarray(out))[0]
-            else:
-                out = _steps.scalar_value(call(xp.reshape(row, shape)), b)
-        return out if b.owns(out) else b.asarray(out)
-
-    flat_auto = xp.reshape(auto, (-1,))
-    fixed = xp.reshape(grad, (-1,))
-    with quiet():  # f is probed where it may not be finite
-        for i in np.flatnonzero(b.to_numpy(bad).reshape(-1)).tolist():
-            xi = flat[i]
-            hs = flat_auto[i] / 16.0
-            found = None
-            up, down = xi + hs, xi - hs
-            d = (probe(i, up) - probe(i, down)) / (up - down)
-            if bool(xp.isfinite(d)):
-                found = d
-            else:
-                f0 = probe(i, xi)
-                for sign in (1.0, -1.0):
-                    other = xi + sign * math.sqrt(eps) * xp.maximum(xp.abs(xi), 1.0)
-                    d = (probe(i, other) - f0) / (other - xi)
-                    if bool(xp.isfinite(d)):
-                        found = d
-                        break
-            if found is None:
-                where = ", ".join(str(int(k)) for k in np.unravel_index(i, shape))
-                raise ValueError(
-                    f"f: not finite around {name}[{where}] = {float(xi)!r}, even with a smaller "
-                    "and with one-sided steps"
-                )
-            fixed = xp.where(cols == i, xp.astype(found, fixed.dtype), fixed)
-    return xp.reshape(fixed, shape)
+            d = (values[0] - values[1]) / (2 * h)
+        if method == "richardson":
+            fine = (values[2] - values[3]) / (pts[2] - pts[3])
+            return fine + (fine - d) / 3.0
+        return d
 
 
 def _gradient_complex(
@@ -828,23 +769,23 @@ def _gradient_complex(
 ) -> Any:
     xp = b.xp
     shape = tuple(arr.shape)
-    cdtype = _steps.complex_dtype(xp, arr.dtype)
+    cdtype = _policy.complex_dtype(xp, arr.dtype)
     flat = xp.reshape(arr, (-1,))
-    step = h if h is not None else eps**2 * xp.maximum(xp.abs(flat), 1.0)
+    step = h if h is not None else _policy.complex_step(eps, xp.maximum(xp.abs(flat), 1.0))
     step_arr = xp.asarray(step, dtype=arr.dtype, device=arr.device) * xp.ones_like(flat)
     flat_c = xp.astype(flat, cdtype)
     moved = flat_c + xp.astype(step_arr, cdtype) * 1j
-    index = xp.arange(flat.shape[0], device=arr.device)
+    ops = PerturbOps(call, b, xp.reshape(flat_c, shape), inplace=False, batch_size=batch_size)
+    ops.dtype = cdtype
     try:
-        values = _steps.eval_perturbed(
-            call, b, flat_c, shape, (index, moved), batch_size=batch_size
-        )
+        index = xp.arange(flat.shape[0], device=arr.device)
+        values = ops._stacked_raw(index, moved)
+    except ArgumentError:
+        raise
     except (TypeError, ValueError) as exc:
-        if "scalar" in str(exc):
-            raise
-        raise TypeError(
+        raise ArgumentTypeError(
             f"method='complex': f failed on complex input ({type(exc).__name__}: {exc})"
         ) from exc
     if not xp.isdtype(values.dtype, "complex floating"):
-        raise TypeError(_real_for_complex(f"real values (dtype {values.dtype})"))
+        raise ArgumentTypeError(_real_for_complex(f"real values (dtype {values.dtype})"))
     return xp.reshape(xp.astype(xp.imag(values) / step_arr, arr.dtype), shape)

@@ -1,0 +1,417 @@
+"""The error-controlled search behind every ``h=None`` derivative, written once.
+
+`search` runs the policy of `xgrad._policy` over an *evaluator*: an object whose
+``evaluate(points, active)`` returns f at each element's perturbed point (for
+`numerical_diff` f itself, elementwise; for `numerical_gradient` and `jacobian` f at x with
+one element replaced). The same algorithm therefore serves Python floats (`ScalarOps`, the
+microsecond path), arrays of any namespace, the in-place book evaluator and the stacked
+functional one.
+
+Per element (or per Jacobian entry), in order, stopping where the tolerance is met:
+
+1. a Neville tableau of `FIRST_LEVELS` levels at the wide scale ``max(|x|, 1)``;
+2. a tableau of as many levels at the narrow scale (absolute steps where |x| >= 1, steps
+   relative to |x| where |x| < 1), started at least four halvings below the first;
+3. the better of the two continued to smaller steps until it converges or stalls;
+4. where no central estimate is finite (a domain edge at x), one-sided tableaus.
+
+Then each element gets a status: a converged estimate whose even part grows linearly in h
+(a slope jump: ``f(x+h) + f(x-h) - 2 f(x)`` ~ J|h| instead of ~ h**2) is a kink; an
+unconverged one whose quotients grow as h shrinks is a jump, pole or infinite slope; one
+whose levels disagree far above the rounding model is noisy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from xgrad import _policy
+from xgrad._policy import DiffStatus
+
+__all__ = ["Outcome", "first_stage", "search"]
+
+
+@dataclass
+class Outcome:
+    """What `search` finds: per element (entry) arrays, or Python floats for a scalar."""
+
+    df: Any
+    error: Any
+    status: Any
+    step: Any
+    nfev: int
+
+
+class _Tableau:
+    """Neville's tableau of one stencil at steps ``top / 2**k`` (``top`` per element)."""
+
+    def __init__(self, ops: Any, x: Any, top: Any, stencil: _policy.Stencil, eps: float):
+        self.ops, self.x, self.top, self.stencil, self.eps = ops, x, top, stencil, eps
+        self.k = 0
+        # Per element, the level where this tableau's own history starts (a continued
+        # tableau restarts some elements at a new scale).
+        self.first: Any = 0.0
+        self.fmax: Any = None
+        self.prev: list[Any] = []
+        # Per level: quotient D, even part S = f(x+h) + f(x-h), step, rounding bound, and
+        # the slope jump J estimated from the last three levels (0 where none is seen).
+        self.D: list[Any] = []
+        self.S: list[Any] = []
+        self.h: list[Any] = []
+        self.rnd: list[Any] = []
+        self.jump: list[Any] = []
+        self.raw: list[Any] = []
+
+    def level(self, active: Any, f0: Any) -> list[tuple[Any, Any]]:
+        """Evaluate the next level; return its extrapolated entries ``(value, error)``."""
+        ops, st, x = self.ops, self.stencil, self.x
+        h = self.top * (0.5**self.k)
+        pa = x + st.a * h if st.a else x
+        pb = x + st.b * h if st.b else x
+        if self.k in ops.preset and self.top is ops.preset_top:
+            va, vb = ops.preset.pop(self.k)
+        elif st.b == 0.0:
+            (va,) = ops.evaluate([pa], active)
+            vb = f0
+        elif st.a == 0.0:
+            (vb,) = ops.evaluate([pb], active)
+            va = f0
+        else:
+            va, vb = ops.evaluate([pa, pb], active)
+        width = ops.lift(pa - pb)
+        with ops.quiet():
+            d = ops.div(va - vb, width)
+            fmax = ops.maximum(ops.abs(va), ops.abs(vb))
+            rnd = ops.div(2.0 * ops.eps_f * fmax, ops.abs(width))
+            self.fmax = fmax
+            row = [d]
+            entries = []
+            for j in range(1, self.k + 1):
+                lower = row[j - 1]
+                t = lower + (lower - self.prev[j - 1]) / (st.ratio**j - 1.0)
+                e = ops.maximum(ops.abs(t - lower), ops.abs(t - self.prev[j - 1]))
+                e = e + 2.0 * rnd + ops.eps_f * ops.abs(t)
+                entries.append((t, ops.finite_or_inf(e, t)))
+                row.append(t)
+            self.prev = row
+            self.D.append(d)
+            self.h.append(ops.lift(h))
+            self.rnd.append(rnd)
+            if st.a == -st.b:
+                self.S.append(va + vb)
+                self.jump.append(self._jump())
+        self.k += 1
+        return entries
+
+    def _jump(self) -> Any:
+        """Slope jump J seen by the last three levels, or 0 where the even part is smooth.
+
+        With S(h) = 2 f(x) + J h + c h**2 + ..., steps h, h/2, h/4 give
+        ``J = -2 ((S0 - S1) - 4 (S1 - S2)) / h``; for smooth f this is ~1.4 h**3 f''''/12
+        and falls 8-fold per level, for a kink it stays J: keep J where it did not fall
+        by half since the previous level and stands above rounding.
+        """
+        ops = self.ops
+        if len(self.S) < 3:
+            self.raw.append(None)
+            return ops.zeros_entry()
+        s0, s1, s2 = self.S[-3:]
+        h = self.h[-3]
+        raw = -2.0 * ((s0 - s1) - 4.0 * (s1 - s2)) / h
+        self.raw.append(raw)
+        previous = self.raw[-2] if len(self.raw) >= 2 else None
+        if previous is None:
+            # The first estimate has nothing to be compared with: the next level decides.
+            return ops.zeros_entry()
+        big = ops.maximum(ops.abs(s0), ops.maximum(ops.abs(s1), ops.abs(s2)))
+        seen = ops.isfinite(raw) & (ops.abs(raw) * h > 64.0 * ops.eps_f * big)
+        seen = seen & (ops.abs(raw) > 0.5 * ops.abs(previous))
+        return ops.where(seen, raw, 0.0)
+
+    def diverging(self) -> Any:
+        """Whether |D| grew by DIVERGENCE_RATIO at each of the last two halvings."""
+        ops = self.ops
+        if len(self.D) < 3:
+            return ops.full_entry(False)
+        d0, d1, d2 = (ops.abs(d) for d in self.D[-3:])
+        r = _policy.DIVERGENCE_RATIO
+        grows = (d1 > r * d0) & (d2 > r * d1) & ops.isfinite(d2)
+        return grows
+
+
+def _continued(ops: Any, tab: _Tableau, fresh: Any, top_fresh: Any) -> _Tableau:
+    """``tab`` continued to smaller steps; ``fresh`` elements restart at ``top_fresh``.
+
+    Restarted elements keep no history (nan), so their extrapolations build up anew from
+    the first new level, at steps ``top_fresh / 2**j``.
+    """
+    k = tab.k
+    out = _Tableau(ops, tab.x, ops.where(fresh, top_fresh * 2.0**k, tab.top), tab.stencil, tab.eps)
+    out.k = k
+    keep = ops.lift(ops.logical_not(fresh))
+
+    def mix(values: list[Any]) -> list[Any]:
+        return [v if v is None else ops.where(keep, v, math.nan) for v in values]
+
+    out.prev, out.D, out.S, out.h = mix(tab.prev), mix(tab.D), mix(tab.S), mix(tab.h)
+    out.rnd, out.jump, out.raw = mix(tab.rnd), mix(tab.jump), mix(tab.raw)
+    return out
+
+
+class _Best:
+    """The best estimate so far per entry, with what its status needs."""
+
+    def __init__(
+        self, ops: Any, rtol: float, atol: float | None, normwise: bool, wide: Any, eps: float
+    ) -> None:
+        self.ops, self.rtol, self.atol, self.normwise, self.eps = ops, rtol, atol, normwise, eps
+        # f's rounding floor per unit of x's scale: an estimate within FLOOR eps |f| / scale
+        # of the truth is as good as f's own rounding allows (f'(x) = 0, x**2 at 0).
+        self.wide = ops.lift(wide)
+        self.fmax = ops.full_entry(0.0)
+        self.df = ops.full_entry(math.nan)
+        self.err = ops.full_entry(math.inf)
+        self.score = ops.full_entry(math.inf)
+        # Where the best entry came from: tableau number and level (for step, rounding and
+        # the slope-jump window, looked up at the end).
+        self.src = ops.full_entry(-1.0)
+        self.lev = ops.full_entry(-1.0)
+        self.since = ops.full_entry(0.0)
+
+    def offer(self, entries: list[tuple[Any, Any]], act: Any, tab: _Tableau, src: float) -> None:
+        """Keep, per entry, the candidate with the smallest error relative to its tolerance.
+
+        Errors are compared relative to the estimate (not absolutely): a tableau whose steps
+        are far too large gives a small, wrong estimate with an absolute error just as small.
+        """
+        if not entries:
+            return
+        ops = self.ops
+        k = tab.k - 1
+        scale = self._floor(tab.fmax) + (self.atol or 0.0)
+        improved = ops.full_entry(False)
+        for t, e in entries:
+            score = ops.div(e, self.rtol * ops.abs(t) + scale + ops.tiny)
+            better = (score < self.score) & act
+            self.df = ops.where(better, t, self.df)
+            self.err = ops.where(better, e, self.err)
+            self.score = ops.where(better, score, self.score)
+            improved = improved | better
+        self.fmax = ops.where(improved, tab.fmax, self.fmax)
+        self.src = ops.where(improved, src, self.src)
+        self.lev = ops.where(improved, float(k), self.lev)
+        self.since = ops.where(improved, 0.0, self.since + 1.0)
+
+    def _floor(self, fmax: Any) -> Any:
+        return self.ops.div(_policy.FLOOR * self.eps * fmax, self.wide)
+
+    def tolerance(self) -> Any:
+        ops = self.ops
+        scale = ops.abs(self.df)
+        if self.atol is not None:
+            atol: Any = self.atol
+        elif self.normwise:
+            atol = self.rtol * ops.finite_max(scale)
+        else:
+            atol = 0.0
+        return atol + self.rtol * scale + self._floor(self.fmax)
+
+    def converged(self) -> Any:
+        return self.err <= self.tolerance()
+
+    def stalled(self) -> Any:
+        """Ridders' stop: no better estimate for STALL_LEVELS levels, once resolved.
+
+        Until an estimate is within RESOLVED of its value, steps are still too large for f
+        (high frequency, a narrow peak) and worse levels say nothing about rounding.
+        """
+        resolved = self.score * self.rtol < _policy.RESOLVED
+        return (self.since >= _policy.STALL_LEVELS) & resolved
+
+    def pick(self, tabs: dict[float, _Tableau], attr: str, fill: float) -> Any:
+        """Per entry, ``tab.<attr>[level]`` of the tableau and level the best came from.
+
+        For ``jump`` the level after the best one is used where it exists (the window of
+        the best entry plus one level), and never one before the fourth.
+        """
+        ops = self.ops
+        out = ops.full_entry(fill)
+        for src, tab in tabs.items():
+            values = getattr(tab, attr)
+            for k, v in enumerate(values):
+                if attr == "jump":
+                    start = ops.lift(tab.first + 0.0 * self.lev) + 3.0
+                    want = ops.minimum(ops.maximum(self.lev + 1.0, start), float(len(values) - 1))
+                else:
+                    want = self.lev
+                out = ops.where((self.src == src) & (want == float(k)), v, out)
+        return out
+
+
+def search(
+    ops: Any,
+    x: Any,
+    method: str,
+    eps: float,
+    tiny: float,
+    rtol: float,
+    atol: float | None,
+    *,
+    normwise: bool = False,
+    f0: Callable[[], Any] | None = None,
+) -> Outcome:
+    """The error-controlled derivative of `ops`'s function at x (see the module docstring).
+
+    ``ops`` supplies evaluation and elementwise arithmetic (`xgrad._evaluators`); ``f0``
+    returns f at x itself (needed by one-sided tableaus). ``normwise``: a default atol of
+    ``rtol * max|df|`` (gradients and Jacobians, whose small entries are judged against the
+    largest), else 0 (independent elements).
+    """
+    exhaustive = method == "richardson"
+    stencil = _policy.METHODS[method]
+    central = stencil.a == -stencil.b
+    nfev = 0
+    ax = ops.abs(x)
+    wide = ops.maximum(ax, 1.0)
+    best = _Best(ops, rtol, atol, normwise, wide, eps)
+    # Relative steps stay normal numbers; x = 0 has no relative scale.
+    narrow = ops.where(ax < 1.0, ops.where(ax > 0.0, ops.maximum(ax, math.sqrt(tiny)), 1.0), 1.0)
+    top_wide = wide * _policy.TOP
+    top_narrow = ops.minimum(narrow * _policy.TOP, top_wide * (0.5**_policy.FIRST_LEVELS))
+    center: Any = None
+    if not central:
+        center = f0() if f0 is not None else None
+        nfev += 1
+
+    def active() -> Any:
+        stalled = best.stalled()
+        if exhaustive:
+            return ops.logical_not(stalled)
+        return ops.logical_not(best.converged() | stalled)
+
+    def run(tab: _Tableau, src: float, levels: int, fc: Any) -> None:
+        nonlocal nfev
+        for _ in range(levels):
+            if tab.k >= _policy.MAX_LEVELS:
+                return
+            # Four levels at least per tableau: the slope-jump test compares two windows.
+            act = active() | ops.lift(tab.first + _policy.FIRST_LEVELS > tab.k)
+            if not ops.any(act):
+                return
+            entries = tab.level(ops.element_any(act), fc)
+            nfev += 2 if tab.stencil.a and tab.stencil.b else 1
+            best.offer(entries, act, tab, src)
+
+    tabs: dict[float, _Tableau] = {}
+    if getattr(ops, "preset", None) and central:
+        top_wide = ops.preset_top
+    tabs[0.0] = last = _Tableau(ops, x, top_wide, stencil, eps)
+    run(tabs[0.0], 0.0, _policy.FIRST_LEVELS, center)
+    if central:
+        # A slope jump seen at the first scale may be aliasing (periodic f, steps near a
+        # multiple of its period): look again at smaller steps, where a kink persists.
+        jump = best.pick(tabs, "jump", 0.0)
+        again = best.converged() & (ops.abs(jump) > _policy.KINK_FACTOR * best.tolerance())
+        best.score = ops.where(again, math.inf, best.score)
+    else:
+        again = ops.full_entry(False)
+    if ops.any(active() | again):
+        # Smaller steps where the wide scale did not converge: the narrow scale, started
+        # afresh where it is far below the wide one, else the wide tableau continued.
+        fresh = ops.element_all(top_narrow < top_wide * (0.5**_policy.FIRST_LEVELS) * 0.99)
+        fresh = fresh & ops.element_any(active() | again)
+        tabs[2.0] = last = _continued(ops, tabs[0.0], fresh, top_narrow)
+        last.first = ops.where(fresh | ops.element_any(again), float(last.k), 0.0)
+        best.src = ops.where((best.src == 0.0) & ops.lift(ops.logical_not(fresh)), 2.0, best.src)
+        best.since = ops.full_entry(0.0)
+        run(last, 2.0, _policy.MAX_LEVELS, center)
+    diverging = last.diverging()
+
+    if central and f0 is not None and ops.any(ops.logical_not(ops.isfinite(best.err))):
+        # A domain edge at x: no central quotient is finite; differences on one side are.
+        center = f0()
+        nfev += 1
+        for n, name in enumerate(("forward", "backward")):
+            missing = ops.logical_not(ops.isfinite(best.err))
+            if not ops.any(missing):
+                break
+            src = 3.0 + n
+            tabs[src] = one = _Tableau(ops, x, top_narrow, _policy.METHODS[name], eps)
+            best.since = ops.where(missing, 0.0, float(_policy.STALL_LEVELS))
+            run(one, src, _policy.MAX_LEVELS // 2, center)
+            diverging = ops.where(missing & ops.isfinite(best.err), one.diverging(), diverging)
+
+    step = best.pick(tabs, "h", math.nan)
+    rnd = best.pick(tabs, "rnd", math.inf)
+    jump = best.pick(tabs, "jump", 0.0) if central else ops.full_entry(0.0)
+    status = _classify(ops, best, rnd, jump, diverging)
+    return Outcome(best.df, best.err, status, step, nfev)
+
+
+def _classify(ops: Any, best: _Best, rnd: Any, jump: Any, diverging: Any) -> Any:
+    converged = best.converged()
+    finite = ops.isfinite(best.err) & ops.isfinite(best.df)
+    kink = ops.abs(jump) > _policy.KINK_FACTOR * (best.tolerance() + best.err)
+    stalled = best.stalled()
+    noisy = ops.full_entry(bool(ops.low_precision)) | (
+        stalled & (best.err > _policy.NOISE_FACTOR * rnd)
+    )
+    code = DiffStatus
+    status = ops.full_entry(float(code.TOLERANCE_NOT_MET))
+    status = ops.where(noisy, float(code.NOISY), status)
+    status = ops.where(diverging, float(code.NOT_DIFFERENTIABLE), status)
+    status = ops.where(converged, float(code.CONVERGED), status)
+    status = ops.where(kink & finite, float(code.NOT_DIFFERENTIABLE), status)
+    return ops.where(finite, status, float(code.NOT_FINITE))
+
+
+def first_stage(
+    ops: Any, x: Any, eps: float, rtol: float, atol: float | None
+) -> tuple[Any, Any, Any, Any]:
+    """The search's common outcome, in few operations: (df, error, step, ok).
+
+    The wide-scale tableau's four levels, all stencil points in one evaluation, and its
+    top entry T33 with Numerical Recipes' error estimate. ``ok`` where that meets the
+    tolerance and the even part shows no slope jump: there `search` would stop too (on
+    the same estimate or one of its neighbours); elsewhere run `search`.
+    """
+    wide = ops.maximum(ops.abs(x), 1.0)
+    top = wide * _policy.TOP
+    h1, h2, h3 = top * 0.5, top * 0.25, top * 0.125
+    pts = [x + top, x + h1, x + h2, x + h3, x - top, x - h1, x - h2, x - h3]
+    fa0, fa1, fa2, fa3, fb0, fb1, fb2, fb3 = ops.evaluate(pts, True)
+    # Should the search run, its wide tableau starts from these values.
+    ops.preset = {0: (fa0, fb0), 1: (fa1, fb1), 2: (fa2, fb2), 3: (fa3, fb3)}
+    ops.preset_top = top
+    if ops.low_precision:
+        return x, x, x, ops.full_entry(False)
+    with ops.quiet():
+        d0 = (fa0 - fb0) / (pts[0] - pts[4])
+        d1 = (fa1 - fb1) / (pts[1] - pts[5])
+        d2 = (fa2 - fb2) / (pts[2] - pts[6])
+        w3 = pts[3] - pts[7]
+        d3 = (fa3 - fb3) / w3
+        t11 = d1 + (d1 - d0) / 3.0
+        t21 = d2 + (d2 - d1) / 3.0
+        t31 = d3 + (d3 - d2) / 3.0
+        t22 = t21 + (t21 - t11) / 15.0
+        t32 = t31 + (t31 - t21) / 15.0
+        t33 = t32 + (t32 - t22) / 63.0
+        big3 = ops.maximum(ops.abs(fa3), ops.abs(fb3))
+        err = ops.maximum(ops.abs(t33 - t32), ops.abs(t33 - t22))
+        err = err + (4.0 * eps) * big3 / ops.abs(w3) + eps * ops.abs(t33)
+        tol = rtol * ops.abs(t33) + (_policy.FLOOR * eps) * big3 / wide
+        if atol is not None:
+            tol = tol + atol
+        s1, s2, s3 = fa1 + fb1, fa2 + fb2, fa3 + fb3
+        j2 = -2.0 * ((fa0 + fb0 - s1) - 4.0 * (s1 - s2)) / top
+        j3 = -2.0 * ((s1 - s2) - 4.0 * (s2 - s3)) / h1
+        big = ops.maximum(ops.abs(s1), ops.maximum(ops.abs(s2), ops.abs(s3)))
+        aj3 = ops.abs(j3)
+        jump = (aj3 * h1 > (64.0 * eps) * big) & (aj3 > 0.5 * ops.abs(j2))
+        jump = jump & (aj3 > _policy.KINK_FACTOR * (tol + err))
+        ok = (err <= tol) & ops.logical_not(jump) & ops.isfinite(t33)
+    return t33, err, h3, ok

@@ -1,0 +1,108 @@
+"""Turning per-element statuses into the warning or error a user sees, pointing at their line."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Any
+
+import numpy as np
+
+from xgrad._policy import DiffStatus
+from xgrad.errors import AccuracyError, AccuracyWarning, NonFiniteError
+
+__all__ = ["flag", "user_stacklevel", "warn"]
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+_HINTS = {
+    DiffStatus.TOLERANCE_NOT_MET: (
+        "try method='richardson', a larger rtol or atol, or full_output=True to inspect it"
+    ),
+    DiffStatus.NOT_DIFFERENTIABLE: (
+        "f has a kink, jump, pole or infinite slope there: no derivative exists; use "
+        "method='forward' or 'backward' for a one-sided slope"
+    ),
+    DiffStatus.NOISY: (
+        "f is noisier than its dtype's rounding (does it compute in float32, or round?): "
+        "compute f in x's dtype, or pass a larger rtol/atol or an explicit h"
+    ),
+}
+_NAMES = {
+    DiffStatus.TOLERANCE_NOT_MET: "tolerance not met",
+    DiffStatus.NOT_DIFFERENTIABLE: "not differentiable",
+    DiffStatus.NOISY: "noisy",
+    DiffStatus.NOT_FINITE: "not finite",
+}
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that points ``warnings.warn`` at the first frame outside xgrad."""
+    level = 1
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` attributed to the caller's line, not to xgrad's."""
+    warnings.warn(message, category, stacklevel=user_stacklevel())
+
+
+def _where(name: str, index: tuple[int, ...]) -> str:
+    return f"{name}[{', '.join(map(str, index))}]" if index else name
+
+
+def flag(
+    status: Any,
+    df: Any,
+    error: Any,
+    x_host: np.ndarray,
+    *,
+    name: str = "x",
+    what: str = "numerical_diff",
+    rtol: float,
+    on_failure: str = "warn",
+    result: Any = None,
+) -> None:
+    """Raise or warn for the elements whose status is not CONVERGED (host arrays).
+
+    No finite value anywhere: `NonFiniteError` naming the first such element. Otherwise
+    an `AccuracyWarning` (or `AccuracyError` with ``on_failure="raise"``) naming the first
+    flagged element, its value, the estimate and its error, what went wrong and what to try.
+    """
+    codes = np.asarray(status).reshape(np.shape(status))
+    bad = codes != int(DiffStatus.CONVERGED)
+    if not bad.any():
+        return
+    x_host = np.asarray(x_host)
+    not_finite = codes == int(DiffStatus.NOT_FINITE)
+    if not_finite.any():
+        index = tuple(int(i) for i in np.argwhere(not_finite)[0]) if codes.ndim else ()
+        value = float(x_host[index[: x_host.ndim]]) if x_host.ndim else float(x_host)
+        where = _where(name, index[: x_host.ndim])
+        raise NonFiniteError(
+            f"f: not finite around {where} = {value!r}, even with smaller and one-sided "
+            "steps; the derivative does not exist there or f fails near it",
+            index=index,
+            value=value,
+        )
+    index = tuple(int(i) for i in np.argwhere(bad)[0]) if codes.ndim else ()
+    code = DiffStatus(int(codes[index]))
+    d = float(np.asarray(df)[index]) if np.ndim(df) else float(df)
+    e = float(np.asarray(error)[index]) if np.ndim(error) else float(error)
+    xi = index[: x_host.ndim] if x_host.ndim else ()
+    value = float(x_host[xi]) if x_host.ndim else float(x_host)
+    more = int(bad.sum()) - 1
+    message = (
+        f"{what}: {_NAMES[code]} at {_where(name, xi)} = {value!r}"
+        + (f" (entry {list(index)})" if len(index) > len(xi) else "")
+        + f": estimate {d!r} with estimated error {e:.3g} (rtol={rtol:g}); {_HINTS[code]}"
+        + (f"; {more} more element(s) flagged" if more else "")
+    )
+    if on_failure == "raise":
+        raise AccuracyError(message, result=result)
+    warn(message, AccuracyWarning)

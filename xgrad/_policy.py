@@ -1,0 +1,216 @@
+"""The one home of xgrad's finite-difference rules: stencils, steps, tolerances, status codes.
+
+Every derivative in xgrad (`numerical_diff`, `numerical_gradient`, `jacobian`, `hessian`,
+the reference differences of `gradcheck`) takes its stencil, its step rule and its error
+control from here; no other module holds a step constant or a stencil.
+
+Step rule for ``h=None`` (the search, run by `xgrad._engine`): central differences at the
+steps ``TOP * scale / 2**k`` for two scales per element, ``wide = max(|x|, 1)`` (steps
+relative to x, right for log at 1e6 or sqrt at 1e12) and ``narrow = min(|x|, 1)`` (absolute
+steps for |x| >= 1, right for cos at 3e4 or exp at 600; steps relative to |x| for |x| < 1,
+right at domain edges such as log at 1e-10), each extrapolated by Neville's tableau
+(Richardson, Numerical Recipes' ``dfridr``), shrinking until successive estimates agree to
+the tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from xgrad.errors import ArgumentError, ArgumentTypeError
+
+__all__ = [
+    "FIRST_LEVELS",
+    "FLOOR",
+    "KINK_FACTOR",
+    "MAX_LEVELS",
+    "METHODS",
+    "DIVERGENCE_RATIO",
+    "NOISE_FACTOR",
+    "RESOLVED",
+    "STALL_LEVELS",
+    "TOP",
+    "DiffStatus",
+    "Stencil",
+    "check_method",
+    "check_on_failure",
+    "check_step",
+    "check_tolerances",
+    "complex_dtype",
+    "complex_step",
+    "default_rtol",
+    "finfo",
+    "fixed_step",
+    "representable",
+]
+
+
+class DiffStatus(IntEnum):
+    """Per-element outcome of a numerical derivative (``DiffResult.status``).
+
+    Only ``CONVERGED`` counts as success; every other code is flagged.
+    """
+
+    #: Successive estimates agree within ``atol + rtol * |df|``; ``error`` bounds the error.
+    CONVERGED = 0
+    #: No step gave an estimate within the tolerance (``error`` says how far it is).
+    TOLERANCE_NOT_MET = 1
+    #: f is not finite around the point, even with smaller and one-sided steps.
+    NOT_FINITE = 2
+    #: A kink, jump, pole or infinite derivative: one-sided slopes disagree or diverge.
+    NOT_DIFFERENTIABLE = 3
+    #: f is noisier than its dtype's rounding (it computes in lower precision, or is noisy).
+    NOISY = 4
+
+
+@dataclass(frozen=True)
+class Stencil:
+    """A difference quotient ``(f(x + a h) - f(x + b h)) / ((x + a h) - (x + b h))``.
+
+    ``ratio`` is the factor by which its leading error term shrinks when h is halved
+    (4 for the even expansion of central differences, 2 for one-sided ones): Neville's
+    tableau divides by ``ratio**j - 1``. ``exponent`` gives the single fixed step
+    ``eps**exponent * scale`` where one step is all a caller can afford (gradcheck's
+    reference, a complex step).
+    """
+
+    name: str
+    a: float
+    b: float
+    ratio: float
+    exponent: float
+
+
+#: The methods. "richardson" is the central stencil with an exhaustive search (every
+#: scale, every level until the error grows) instead of stopping at the tolerance.
+METHODS: dict[str, Stencil] = {
+    "central": Stencil("central", 1.0, -1.0, 4.0, 1.0 / 3.0),
+    "forward": Stencil("forward", 1.0, 0.0, 2.0, 1.0 / 2.0),
+    "backward": Stencil("backward", 0.0, -1.0, 2.0, 1.0 / 2.0),
+    "richardson": Stencil("central", 1.0, -1.0, 4.0, 1.0 / 3.0),
+    # Im f(x + ih) / h has no cancellation: any tiny step works, eps**2 keeps h**2 f''' / 6
+    # below eps relative to f'.
+    "complex": Stencil("complex", 0.0, 0.0, 4.0, 2.0),
+}
+
+# -- the search (see the module docstring) ----------------------------------------------
+#: First step, as a fraction of the scale. Large enough that the 6th-order tableau entries
+#: reach ~1e-14 on smooth f, small enough that most f are resolved at the first scale.
+TOP = 1.0 / 8.0
+#: Levels (pairs of evaluations) computed at each scale before looking at the other one.
+FIRST_LEVELS = 4
+#: Most levels at one scale (steps down to TOP * 2**-23 * scale).
+MAX_LEVELS = 24
+#: Ridders' stopping rule: STALL_LEVELS levels in a row that do not improve the best error
+#: estimate mean rounding has taken over; the search stops there for that element.
+STALL_LEVELS = 3
+#: An estimate counts as resolved (so that a stall means rounding, not steps still too
+#: large for f) once its relative error estimate is below this.
+RESOLVED = 1e-2
+#: Growth of |D(h)| per halving of h that marks a divergent quotient (a jump: 2, a pole
+#: straddled by the stencil: 4, an infinite one-sided slope such as sqrt at 0: 1.41).
+DIVERGENCE_RATIO = 1.3
+#: Disagreement between levels this many times above the rounding model marks noisy f.
+NOISE_FACTOR = 30.0
+#: Rounding floor of the tolerance, in units of eps * |f| / max(|x|, 1): a derivative known
+#: to within that (f'(x) = 0, or far below |f| / |x|) cannot be resolved any better by
+#: differences of f, and counts as converged.
+FLOOR = 1024.0
+#: A slope jump is reported when it exceeds KINK_FACTOR times the tolerance plus the error.
+KINK_FACTOR = 32.0
+
+# Default relative tolerance by dtype: the largest error a default result may carry
+# unflagged. float64 results are usually 1e-13 or better; float32 ones 1e-5.
+_RTOL = {"float64": 1e-8, "float32": 1e-3}
+
+
+def finfo(xp: Any, dtype: Any) -> tuple[float, float]:
+    """(eps, smallest normal) of a real floating dtype, as Python floats."""
+    info = xp.finfo(dtype)
+    return float(info.eps), float(info.smallest_normal)
+
+
+def default_rtol(dtype_name: str, what: str = "x") -> float:
+    """The default ``rtol`` of a dtype (by name); refuses dtypes xgrad cannot difference."""
+    try:
+        return _RTOL[dtype_name]
+    except KeyError:
+        raise ArgumentTypeError(
+            f"{what}: expected float32 or float64 values (or integers, promoted to float64), "
+            f"found {dtype_name}; finite differences in {dtype_name} keep too few digits: "
+            "pass dtype='float32'"
+        ) from None
+
+
+def check_method(method: Any, allowed: tuple[str, ...] = tuple(METHODS)) -> str:
+    if not isinstance(method, str) or method not in allowed:
+        raise ArgumentError(
+            f"method: expected one of {', '.join(map(repr, allowed))}, found {method!r}"
+        )
+    return method
+
+
+def check_step(h: Any) -> float | None:
+    """Validate an explicit step: None or a positive finite real number."""
+    if h is None:
+        return None
+    if isinstance(h, bool) or not hasattr(h, "__float__"):
+        raise ArgumentTypeError(f"h: expected a positive float or None, found {h!r}")
+    try:
+        value = float(h)
+    except (TypeError, ValueError):
+        raise ArgumentTypeError(f"h: expected a positive float or None, found {h!r}") from None
+    if not value > 0.0 or value == math.inf:
+        raise ArgumentError(f"h: expected a positive finite step, found {h!r}")
+    return value
+
+
+def check_tolerances(rtol: Any, atol: Any, dtype_name: str) -> tuple[float, float | None]:
+    """(rtol, atol) with defaults filled in; atol None means "the caller's default"."""
+    values = []
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is None:
+            values.append(None)
+            continue
+        if isinstance(value, bool) or not hasattr(value, "__float__"):
+            raise ArgumentTypeError(f"{name}: expected a non-negative float, found {value!r}")
+        v = float(value)
+        if not (v >= 0.0 and math.isfinite(v)):
+            raise ArgumentError(f"{name}: expected a non-negative finite float, found {value!r}")
+        values.append(v)
+    r = values[0] if values[0] is not None else default_rtol(dtype_name)
+    return r, values[1]
+
+
+def check_on_failure(on_failure: Any) -> str:
+    if on_failure not in ("warn", "raise"):
+        raise ArgumentError(f"on_failure: expected 'warn' or 'raise', found {on_failure!r}")
+    return on_failure
+
+
+def representable(x: Any, h: Any) -> Any:
+    """The step actually taken: ``(x + h) - x``, so the quotient divides by a true distance."""
+    return (x + h) - x
+
+
+def fixed_step(method: str, eps: float, scale: Any) -> Any:
+    """One step for callers that take a single difference (``eps**exponent * scale``)."""
+    return eps ** METHODS[method].exponent * scale
+
+
+def complex_step(eps: float, scale: Any) -> Any:
+    """The step of ``Im f(x + ih) / h`` (no cancellation, so any tiny step is exact)."""
+    return fixed_step("complex", eps, scale)
+
+
+def complex_dtype(xp: Any, dtype: Any, what: str = "method='complex'") -> Any:
+    """The complex dtype matching a real one, or a clear error if the namespace has none."""
+    eps, _ = finfo(xp, dtype)
+    name = "complex128" if eps < 1e-10 else "complex64"
+    cdtype = getattr(xp, name, None)
+    if cdtype is None:
+        raise ArgumentTypeError(f"{what}: the array namespace {xp.__name__} has no {name} dtype")
+    return cdtype
