@@ -204,6 +204,54 @@ def test_example_script(script: str, spec: str, data_dir: Path, tmp_path: Path) 
     _check_book_numbers(script, proc.stdout)
 
 
+# Runs a script with matplotlib unimportable, as where the optional `plot` extra is missing.
+_WITHOUT_MATPLOTLIB = """
+import os, runpy, sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "matplotlib":
+            raise ImportError("No module named 'matplotlib' (blocked by the test)")
+sys.meta_path.insert(0, _Block())
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(script))
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_example_script_without_matplotlib(script: str, data_dir: Path, tmp_path: Path) -> None:
+    # Before: every script with figures began with `import matplotlib` and died there.
+    out_dir = tmp_path / "figures"
+    extra = []
+    if script.endswith("ch4_train_neuralnet.py"):
+        extra = ["--iters", TRAIN_ITERS, "--dataset", "mnist", "--data-dir", str(data_dir)]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "-c",
+            _WITHOUT_MATPLOTLIB,
+            str(ROOT / script),
+            "numpy",
+            *extra,
+        ],
+        cwd=tmp_path,
+        env=_env(XGRAD_DOCS_OUT=str(out_dir)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    if SCRIPTS[script]:
+        assert 'matplotlib is not installed (pip install -e ".[plot]")' in proc.stderr
+        assert "figure" not in proc.stderr.replace("figures are skipped", "")
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+    _check_book_numbers(script, proc.stdout)
+
+
 def test_every_example_is_tested() -> None:
     scripts = {
         str(p.relative_to(ROOT)) for p in (DOCS / "examples").glob("*.py") if p.name[0] != "_"

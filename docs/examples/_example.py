@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def example_parser(doc: str, *, figures: bool = True) -> argparse.ArgumentParser:
@@ -24,3 +26,46 @@ def output_dir(out: str | None) -> Path:
     path = Path(out or tempfile.mkdtemp(prefix="xgrad-docs-"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+class _NoFigures:
+    """Stands in for ``matplotlib.pyplot`` where matplotlib is not installed: draws nothing.
+
+    Every attribute, call and item is the stand-in again, and it unpacks as a pair, so
+    ``fig, axes = plt.subplots(1, 2)`` and ``axes[0].plot(...)`` run unchanged.
+    """
+
+    def __getattr__(self, name: str) -> _NoFigures:
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _NoFigures:
+        return self
+
+    def __getitem__(self, key: Any) -> _NoFigures:
+        return self
+
+    def __iter__(self) -> Any:
+        return iter((self, self))
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` drawing into files only (Agg), or, without matplotlib (it is
+    the optional ``plot`` extra), a stand-in that draws nothing: the examples' numbers do
+    not need their figures."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(
+            'matplotlib is not installed (pip install -e ".[plot]"): figures are skipped',
+            file=sys.stderr,
+        )
+        return _NoFigures()
+    matplotlib.use("Agg")  # files only, no window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def draws(plt: Any) -> bool:
+    """Whether ``plt`` (from :func:`pyplot`) really writes figures."""
+    return not isinstance(plt, _NoFigures)

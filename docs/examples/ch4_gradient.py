@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import sys
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no window
-import matplotlib.pyplot as plt
 import numpy as np
-from _example import example_parser, output_dir
+from _example import draws, example_parser, output_dir, pyplot
 
 import xgrad
+
+plt = pyplot()  # matplotlib.pyplot, or a stand-in that draws nothing without it
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     plt.close()
     print("largest arrow length:", float(np.max(np.hypot(grad[0], grad[1]))))
     # --8<-- [end:quiver]
-    print("figure:", out / "gradient_field.png", file=sys.stderr)
+    if draws(plt):
+        print("figure:", out / "gradient_field.png", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,11 @@ from __future__ import annotations
 import sys
 import warnings
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no window
-import matplotlib.pyplot as plt
-from _example import example_parser, output_dir
+from _example import draws, example_parser, output_dir, pyplot
 
 import xgrad
+
+plt = pyplot()  # matplotlib.pyplot, or a stand-in that draws nothing without it
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     plt.savefig(out / "gradient_descent.png", dpi=80)
     plt.close()
     # --8<-- [end:path]
-    print("figure:", out / "gradient_descent.png", file=sys.stderr)
+    if draws(plt):
+        print("figure:", out / "gradient_descent.png", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,12 @@ from __future__ import annotations
 import os
 import sys
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no window
-import matplotlib.pyplot as plt
 import numpy as np
-from _example import example_parser, output_dir
+from _example import draws, example_parser, output_dir, pyplot
 
 import xgrad
+
+plt = pyplot()  # matplotlib.pyplot, or a stand-in that draws nothing without it
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     plt.savefig(out / "train_accuracy.png", dpi=80)
     plt.close()
     # --8<-- [end:plots]
-    print("figures:", out / "train_loss.png", out / "train_accuracy.png", file=sys.stderr)
+    if draws(plt):
+        print("figures:", out / "train_loss.png", out / "train_accuracy.png", file=sys.stderr)
 
 
 if __name__ == "__main__":
