@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -321,3 +323,161 @@ def test_gradcheck_errors(
     err = capsys.readouterr().err
     assert err.startswith("xgrad gradcheck: error: ") and message in err
     assert err.count("\n") == 1
+
+
+# -- run directories through real processes (issue 11) ----------------------------------------
+# The CLI as `python -m xgrad.cli` would run it, with Ctrl-C's handler in place even where the
+# test runner was started with SIGINT ignored (a background job), which a child inherits.
+CLI = [
+    sys.executable,
+    "-c",
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from xgrad.cli import main; sys.exit(main())",
+]
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=cli_env(), timeout=timeout, check=False
+    )
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, *args],
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_checkpoint(proc: subprocess.Popen[str], run: Path, after: int = 0) -> int:
+    """Wait until the run in ``run`` has checkpointed past iteration ``after``."""
+    record = run / "checkpoint.json"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it was interrupted"
+        try:
+            done = json.loads(record.read_text())["iteration"]
+        except (OSError, ValueError, KeyError):
+            done = -1
+        if done > after:
+            return int(done)
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint within 90 s")
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("xgrad train: error: ")
+    return proc.stderr
+
+
+def run_state(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir())}
+
+
+def test_one_writer_per_out_and_sigterm_sigint_keep_the_checkpoint(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    long = [*train_args(data_dir, run), "--iters", "1000000", "--no-plot"]
+    long.remove("--quiet")
+    first = start(*long)
+    try:
+        wait_for_checkpoint(first, run, after=1)
+        # Today both of these wrote into the running run and exited 0.
+        for extra in (["--resume"], []):
+            err = one_error_line(cli(*long, *extra, "--quiet"))
+            assert f"out: {run} is being written by another xgrad train (pid {first.pid};" in err
+            assert "--out" in err
+        first.send_signal(signal.SIGTERM)  # today: killed outright, no resume hint
+        _, stderr = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 128 + signal.SIGTERM, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert stderr.count("interrupted") == 1 and "Traceback" not in stderr
+    assert last.startswith("xgrad train: interrupted (SIGTERM); the checkpoint at iteration ")
+    done = int(last.split("iteration ")[1].split()[0])
+    assert last.endswith(f"(--resume --out {run})")
+    assert json.loads((run / "checkpoint.json").read_text())["iteration"] == done
+    assert not (run / ".xgrad-train.lock").exists()
+
+    second = start(*long, "--resume")  # Ctrl-C: one "interrupted" line (today two)
+    try:
+        wait_for_checkpoint(second, run, after=done)
+        second.send_signal(signal.SIGINT)
+        _, stderr = second.communicate(timeout=60)
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait()
+    assert second.returncode == 130, stderr
+    assert stderr.count("interrupted") == 1 and "Traceback" not in stderr
+    assert f"xgrad train: resuming {run} at iteration {done} of 1000000" in stderr
+    assert "xgrad train: interrupted (SIGINT); the checkpoint at iteration" in stderr
+
+
+def test_two_runs_started_at_once_one_wins(data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = [*train_args(data_dir, run), "--iters", "400", "--no-plot"]
+    procs = [start(*args) for _ in range(2)]
+    results = [(p.wait(timeout=120), p.communicate()[1]) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 1], results
+    (loser,) = [err for code, err in results if code == 1]
+    assert "Traceback" not in loser and loser.count("\n") == 1
+    assert ("is being written by another" in loser) or ("holds an earlier run" in loser)
+    history = json.loads((run / "history.json").read_text())
+    assert history["finished"] and history["iterations_done"] == 400
+    assert len(history["train_loss"]) == 400
+
+
+def test_a_run_without_checkpoint_json_is_not_overwritten(data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert cli(*train_args(data_dir, run), "--no-plot").returncode == 0
+    (run / "checkpoint.json").unlink()
+    before = run_state(run)
+    err = one_error_line(cli(*train_args(data_dir, run), "--no-plot", "--seed", "1"))
+    assert f"out: {run} holds an earlier run (checkpoint-000000040.npz, history.json)" in err
+    err = one_error_line(cli(*train_args(data_dir, run), "--no-plot", "--resume"))
+    assert "no checkpoint.json to continue it from" in err
+    assert run_state(run) == before
+
+
+def test_resume_errors_are_one_line(data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert cli(*train_args(data_dir, run), "--no-plot", "--iters", "80").returncode == 0
+    before = run_state(run)
+    # Today: "resuming ... at iteration 80 of 30", rc 0.
+    err = one_error_line(cli(*train_args(data_dir, run), "--iters", "30", "--resume"))
+    assert "iters: the run in" in err and "has done 80 iterations" in err and "--iters 30" in err
+    npz = run / "checkpoint-000000080.npz"
+    npz.write_bytes(npz.read_bytes()[:200])  # today: a zipfile.BadZipFile traceback
+    err = one_error_line(cli(*train_args(data_dir, run), "--iters", "80", "--resume"))
+    assert f"resume: cannot use the checkpoint {npz}: " in err
+    assert {k: v for k, v in run_state(run).items() if k != npz.name} == {
+        k: v for k, v in before.items() if k != npz.name
+    }
+
+
+def test_a_label_outside_the_classes_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad" / "mnist"
+    shutil.copytree(data_dir / "mnist", bad)
+    from xgrad.datasets import read_idx
+
+    labels = read_idx(bad / NAMES["test_labels"])
+    labels[3] = 12  # today: a 13-output net, rc 0
+    write_idx(bad / NAMES["test_labels"], labels)
+    err = one_error_line(cli(*train_args(tmp_path / "bad", tmp_path / "run")))
+    assert NAMES["test_labels"] in err and "12" in err
+    assert not (tmp_path / "run" / "history.json").exists()

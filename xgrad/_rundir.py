@@ -20,6 +20,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import signal
@@ -373,10 +374,13 @@ def join_state(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
     return obj
 
 
-def _digest(record: dict[str, Any]) -> str:
+def _canonical(record: dict[str, Any]) -> str:
     body = {k: v for k, v in record.items() if k != "sha256"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _digest(record: dict[str, Any]) -> str:
+    return hashlib.sha256(_canonical(record).encode()).hexdigest()
 
 
 def npz_name(iteration: int) -> str:
@@ -412,10 +416,14 @@ def save_checkpoint(
         "rng": rng.bit_generator.state,
         "history": history,
     }
-    record["sha256"] = _digest(record)
+    # Serialised once: the canonical text is both what is hashed and what is written, with
+    # the digest spliced in as the first key (a reader recomputes it from the parsed record).
+    text = _canonical(record)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    committed = f'{{"sha256":"{digest}",{text[1:]}'.encode()
     # The JSON record is the commit point: it names the npz it belongs to, so a run killed
     # between the two writes still finds a consistent pair.
-    write_json(out / CHECKPOINT, record)
+    atomic_write(out / CHECKPOINT, lambda f: f.write(committed))
     remove_unnamed_npz(out, npz.name)
     return npz
 
@@ -436,37 +444,92 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _check_history(history: Any, iteration: int) -> None:
+_HISTORY_KEYS = {
+    "config",
+    "train_loss",
+    "train_acc",
+    "test_acc",
+    "epochs",
+    "timings",
+    "iterations_done",
+    "finished",
+}
+_EPOCH_KEYS = {"iteration", "train_acc", "test_acc"}
+_TIMING_KEYS = {"load_s", "train_s", "eval_s", "total_s", "epoch_eval_s"}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_fraction(value: Any) -> bool:
+    return _is_number(value) and 0 <= value <= 1
+
+
+def check_history(history: Any, iteration: int, *, first: int = 1) -> None:
+    """Check a run's history as :func:`xgrad.train` writes it after ``iteration`` iterations.
+
+    ``first`` is the number the first evaluation carries (1; 0 in version 1 checkpoints).
+    Raises ValueError naming the first thing that is not as a run writes it.
+    """
     if not isinstance(history, dict):
         raise ValueError(f"history is {type(history).__name__}, not an object")
-    if not isinstance(history.get("config"), dict):
-        raise ValueError("history has no config")
-    for key in ("train_loss", "train_acc", "test_acc", "epochs"):
-        if not isinstance(history.get(key), list):
-            raise ValueError(f"history[{key!r}] is missing or not a list")
-    losses = history["train_loss"]
-    if not all(isinstance(v, float | int) and not isinstance(v, bool) for v in losses):
-        raise ValueError("history['train_loss'] holds non-numbers")
-    if len(losses) != iteration or history.get("iterations_done") != iteration:
+    keys = set(history) - {"final"}
+    if keys != _HISTORY_KEYS:
+        raise ValueError(f"history has keys {sorted(keys)}, expected {sorted(_HISTORY_KEYS)}")
+    config = history["config"]
+    per_epoch = config.get("iter_per_epoch") if isinstance(config, dict) else None
+    if not _is_count(per_epoch) or per_epoch < 1:
+        raise ValueError("history: config is missing or has no iter_per_epoch")
+    if history["iterations_done"] != iteration or not _is_count(history["iterations_done"]):
         raise ValueError(
-            f"the record says {iteration} iterations, the history "
-            f"{history.get('iterations_done')!r} with {len(losses)} losses"
+            f"the record says {iteration} iterations, the history {history['iterations_done']!r}"[
+                :200
+            ]
         )
+    losses = history["train_loss"]
+    if not isinstance(losses, list) or len(losses) != iteration:
+        raise ValueError(f"history: expected {iteration} losses")
+    if not all(_is_number(v) for v in losses):
+        raise ValueError("history['train_loss'] holds something other than finite numbers")
     epochs = history["epochs"]
-    if len(epochs) != len(history["train_acc"]) or len(epochs) != len(history["test_acc"]):
-        raise ValueError("history: epochs, train_acc and test_acc differ in length")
-    for e in epochs:
-        if not isinstance(e, dict) or not _is_count(e.get("iteration")):
-            raise ValueError(f"history: bad epoch entry {e!r}"[:200])
-    timings = history.get("timings")
-    if not isinstance(timings, dict) or not isinstance(timings.get("epoch_eval_s"), list):
-        raise ValueError("history has no timings")
-    for key in ("load_s", "train_s", "eval_s", "total_s"):
-        value = timings.get(key)
-        if not isinstance(value, float | int) or isinstance(value, bool):
-            raise ValueError(f"history['timings'][{key!r}] is not a number")
+    if not isinstance(epochs, list) or not all(
+        isinstance(e, dict)
+        and set(e) == _EPOCH_KEYS
+        and _is_fraction(e["train_acc"])
+        and _is_fraction(e["test_acc"])
+        for e in epochs
+    ):
+        raise ValueError("history['epochs'] is damaged")
+    # The book's schedule: an evaluation after iterations 1, 1 + iter_per_epoch, ...
+    schedule = list(range(first, first + iteration, per_epoch))
+    if [e["iteration"] for e in epochs] != schedule:
+        raise ValueError("history: the evaluations are not at the epochs of the run")
+    for key in ("train_acc", "test_acc"):
+        if history[key] != [e[key] for e in epochs]:
+            raise ValueError(f"history[{key!r}] does not match the epochs")
+    timings = history["timings"]
+    if (
+        not isinstance(timings, dict)
+        or not _TIMING_KEYS <= set(timings) <= {*_TIMING_KEYS, "iters_per_s"}
+        or not all(_is_number(timings[k]) for k in _TIMING_KEYS - {"epoch_eval_s"})
+        or not isinstance(timings["epoch_eval_s"], list)
+        or len(timings["epoch_eval_s"]) != len(epochs)
+        or not all(_is_number(v) for v in timings["epoch_eval_s"])
+        or not (timings.get("iters_per_s") is None or _is_number(timings["iters_per_s"]))
+    ):
+        raise ValueError("history['timings'] is damaged")
+    finished = history["finished"]
+    if not isinstance(finished, bool) or finished != ("final" in history):
+        raise ValueError("history: 'finished' and 'final' disagree")
     final = history.get("final")
-    if final is not None and (not isinstance(final, dict) or not _is_count(final.get("iteration"))):
+    if final is not None and (
+        not isinstance(final, dict)
+        or set(final) != _EPOCH_KEYS
+        or final["iteration"] != iteration - 1 + first
+        or not _is_fraction(final["train_acc"])
+        or not _is_fraction(final["test_acc"])
+    ):
         raise ValueError("history['final'] is damaged")
 
 
@@ -543,6 +606,9 @@ def read_checkpoint(out: Path) -> Checkpoint | None:
         # NumPy's and zipfile's parsers raise many types on damaged bytes (BadZipFile,
         # EOFError, ValueError, zlib.error, MemoryError for a huge stated shape, ...).
         raise bad(f"not a readable npz ({type(exc).__name__}: {str(exc)[:80]})", npz_path) from None
+    odd = sorted(k for k, a in arrays.items() if a.dtype.kind != "f")
+    if odd:
+        raise bad(f"arrays that are not floating point: {', '.join(odd)}"[:200], npz_path)
     try:
         params = join_state(record.get("params"), arrays)
         optimizer = join_state(record.get("optimizer"), arrays)
@@ -557,7 +623,7 @@ def read_checkpoint(out: Path) -> Checkpoint | None:
         raise bad(f"bad random generator state ({type(exc).__name__})") from None
     history = record.get("history")
     try:
-        _check_history(history, iteration)
+        check_history(history, iteration, first=0 if version == 1 else 1)
     except ValueError as exc:
         raise bad(str(exc)) from None
     if version == 1:

@@ -12,6 +12,7 @@ the loss stops being finite.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import signal
@@ -344,8 +345,42 @@ def _claim_out(
     return lock, found
 
 
+def _optimizer_mismatch(
+    fresh: dict[str, Any], loaded: dict[str, Any], net: Any, iteration: int, by_name: bool
+) -> str | None:
+    """Why a loaded optimizer state cannot continue this run (None if it can).
+
+    Checked now rather than met at the next step: other hyperparameters would silently
+    change the run, a state array of another shape would fail deep inside an update.
+    """
+    if loaded.get("hyperparameters") != fresh.get("hyperparameters"):
+        return (
+            f"optimizer hyperparameters {loaded.get('hyperparameters')!r}, this run's "
+            f"{fresh.get('hyperparameters')!r}"
+        )
+    if by_name and loaded.get("iter") != iteration:
+        return f"the optimizer made {loaded.get('iter')!r} steps in {iteration} iterations"
+    state = loaded.get("state", {})
+    if isinstance(state, dict):
+        shapes = {k: tuple(np.shape(v)) for k, v in net.state_dict()["params"].items()}
+        for slot, arrays in state.items():
+            for key, value in arrays.items() if isinstance(arrays, dict) else ():
+                if key in shapes and tuple(np.shape(value)) != shapes[key]:
+                    return (
+                        f"optimizer state {slot}/{key} has shape {tuple(np.shape(value))}, "
+                        f"the parameter {shapes[key]}"
+                    )
+    return None
+
+
 def _restore(
-    found: Checkpoint, out_dir: Path, config: dict[str, Any], net: Any, opt: Any, rng: Any
+    found: Checkpoint,
+    out_dir: Path,
+    config: dict[str, Any],
+    net: Any,
+    opt: Any,
+    rng: Any,
+    by_name: bool,
 ) -> dict[str, Any]:
     old = found.history["config"]
     diff = [f"{k}: {old.get(k)!r} -> {config[k]!r}" for k in _MUST_MATCH if old.get(k) != config[k]]
@@ -355,14 +390,19 @@ def _restore(
             + "; ".join(diff)
             + "); use the same ones or another out"
         )
+    fresh = opt.state_dict()
     try:
         net.load_state_dict(found.params)
         opt.load_state_dict(found.optimizer)
         rng.bit_generator.state = found.rng
-    except (ValueError, TypeError, KeyError) as exc:
+        loaded = opt.state_dict()
+        problem = _optimizer_mismatch(fresh, loaded, net, found.iteration, by_name)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        problem = str(exc)
+    if problem:
         raise CheckpointError(
-            f"resume: the checkpoint in {out_dir} does not fit this run: {exc}"
-        ) from None
+            f"resume: the checkpoint in {out_dir} does not fit this run: {problem}"
+        )
     history = found.history
     history["config"] = config
     history["finished"] = False
@@ -370,8 +410,20 @@ def _restore(
     return history
 
 
+def _committed(out: Path, last: int | None) -> int | None:
+    # The signal may have come after a record was committed but before the loop noted it:
+    # the record on disk is what a resume will start from.
+    try:
+        done = json.loads((out / CHECKPOINT).read_bytes())["iteration"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return last
+    return done if isinstance(done, int) and done > 0 else last
+
+
 def _interrupted(exc: KeyboardInterrupt, last: int | None, out: Path | None) -> TrainingInterrupted:
     signum = signal_of(exc)
+    if out is not None:
+        last = _committed(out, last)
     name = signal.Signals(signum).name
     if out is None:
         text = f"interrupted ({name}); nothing was saved (no out directory)"
@@ -617,7 +669,9 @@ def train(
         start = 0
         if found is not None:
             assert out_dir is not None
-            history = _restore(found, out_dir, config, net, opt, rng)
+            history = _restore(
+                found, out_dir, config, net, opt, rng, by_name=isinstance(optimizer, str)
+            )
             start = found.iteration
             show.note(f"xgrad train: resuming {out_dir} at iteration {start} of {iters}")
 
