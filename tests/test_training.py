@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -575,3 +576,21 @@ def test_classes_come_from_the_data_set_not_from_the_labels() -> None:
     for wrong in (1, 2.0, True):
         with pytest.raises(ArgumentError, match="num_classes: expected an integer >= 2"):
             train(**CONFIG, num_classes=wrong)
+
+
+def test_a_label_outside_num_classes_names_its_file(tmp_path: Path) -> None:
+    from xgrad.datasets import write_idx
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "mnist").mkdir()
+    for stem, n in (("train", 40), ("t10k", 10)):
+        t = (np.arange(n) % 4).astype(np.uint8)  # classes 0..3
+        x = rng.integers(0, 255, (n, 3, 3)).astype(np.uint8)
+        write_idx(tmp_path / "mnist" / f"{stem}-images-idx3-ubyte.gz", x)
+        write_idx(tmp_path / "mnist" / f"{stem}-labels-idx1-ubyte.gz", t)
+    config = {**CONFIG, "data": None, "data_dir": tmp_path, "download": False}
+    assert train(**config).history["config"]["output_size"] == 10  # mnist's classes
+    label_file = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
+    pattern = rf"^{re.escape(str(label_file))}: t_train holds label 3 \(at index 3"
+    with pytest.raises(ArgumentError, match=pattern):
+        train(**config, num_classes=3)

@@ -271,42 +271,40 @@ def _class_count(num_classes: int | None, spec: Any, t: np.ndarray, tt: np.ndarr
     return int(spec.num_classes)
 
 
-def _one_hot(t: np.ndarray, num_classes: int, name: str, where: str) -> np.ndarray:
+def _one_hot(t: np.ndarray, num_classes: int, name: str, where: Callable[[], str]) -> np.ndarray:
     if t.ndim == 2:
         if t.shape[1] != num_classes:
             raise ArgumentError(
-                f"{where}: {name} one-hot width {t.shape[1]}, expected {num_classes} classes"
+                f"{where()}: {name} one-hot width {t.shape[1]}, expected {num_classes} classes"
             )
         return t.astype(np.float64)
     if t.ndim != 1 or t.dtype.kind not in "biu":
         raise ArgumentError(
-            f"{where}: {name} must be integer class labels (N,) or one-hot (N, C), "
+            f"{where()}: {name} must be integer class labels (N,) or one-hot (N, C), "
             f"found {t.dtype} of shape {t.shape}"
         )
     outside = np.flatnonzero((t < 0) | (t >= num_classes))
     if outside.size:
         k = int(outside[0])
         raise ArgumentError(
-            f"{where}: {name} holds label {int(t[k])} (at index {k}; {outside.size} labels "
+            f"{where()}: {name} holds label {int(t[k])} (at index {k}; {outside.size} labels "
             f"in all) outside [0, {num_classes}) for {num_classes} classes"
         )
     return np.eye(num_classes)[t]
 
 
-def _label_source(data: Any, spec: Any, data_dir: Any) -> dict[str, str]:
-    """What to call the train and test labels in an error: the files they came from."""
+def _label_source(data: Any, spec: Any, data_dir: Any, name: str) -> str:
+    """What to call labels in an error: ``data``, or the label file they were read from."""
     if data is not None:
-        return {"t_train": "data", "t_test": "data"}
+        return "data"
     from xgrad.datasets import find_files
 
+    part = "train_labels" if name == "t_train" else "test_labels"
     try:
         found = find_files(spec, data_dir) or {}
     except (OSError, ValueError, TypeError):
         found = {}
-    return {
-        "t_train": str(found.get("train_labels", f"{spec.name} train labels")),
-        "t_test": str(found.get("test_labels", f"{spec.name} test labels")),
-    }
+    return str(found.get(part, f"{spec.name} {part.replace('_', ' ')}"))
 
 
 # -- the run directory -----------------------------------------------------------------------
@@ -585,9 +583,10 @@ def train(
         t_load = time.perf_counter()
         x_host, t_host, xt_host, tt_host = _prepare_data(data, spec, data_dir, download)
         classes = _class_count(num_classes, spec, t_host, tt_host)
-        where = _label_source(data, spec, data_dir)
         onehot = {
-            name: _one_hot(labels, classes, name, where[name])
+            name: _one_hot(
+                labels, classes, name, lambda n=name: _label_source(data, spec, data_dir, n)
+            )
             for name, labels in (("t_train", t_host), ("t_test", tt_host))
         }
         # Moved and converted once: the book multiplies float32 images by float64 weights at
