@@ -155,6 +155,31 @@ def test_large_steps_near_the_series_limit_and_beyond(
         assert max(errs.values()) <= TOL["float64"], (h, errs)
 
 
+def test_second_layer_exact_where_its_series_would_converge_slowly(
+    backend: xgrad.Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Large ReLU outputs (z1 ~ 50) move the logits by h * z1: beyond the W2 series' bound
+    # the W2/b2 differences are evaluated exactly, the W1/b1 series still applies.
+    calls: list[int] = []
+    real = _netgrad._second_layer
+
+    def spy(*args):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(_netgrad, "_second_layer", spy)
+    net = TwoLayerNet(7, 5, 4, 0.5, activation="relu", backend=backend, seed=15)
+    w1 = 20.0 * np.random.default_rng(16).standard_normal((7, 5))
+    net.params["W1"] = net.backend.asarray(w1, dtype=net.dtype)
+    x = sparse_images(6, 7, 0.8, seed=17)
+    t = np.array([3, 1, 0, 2, 2, 1])
+    for h, exact_second in ((1e-4, False), (3e-3, True)):
+        errs = rel_errors(net, net.numerical_gradient(x, t, h), book_loop_ld(net, x, t, h))
+        assert max(errs.values()) <= TOL["float64"], (h, errs)
+        assert bool(calls) is exact_second, h
+        calls.clear()
+
+
 def test_the_series_is_taken_or_declined_by_its_convergence_bound() -> None:
     net = TwoLayerNet(7, 5, 4, 0.5, backend="numpy", seed=9)
     x, target, _, _ = net._difference_setup(
@@ -186,3 +211,34 @@ def test_equals_the_previous_engine_on_the_books_net(
     errs = rel_errors(net, got, ref)
     assert max(errs.values()) <= TOL[dtype], errs
     assert np.all(net.backend.to_numpy(got["W1"])[: 3 * 28, :] == 0.0)
+
+
+def test_accelerator_takes_the_kink_pairs_in_one_chunk(
+    backend: xgrad.Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The only chunked part of the structured gradient: the exact ReLU-kink pairs, in
+    # cache-sized chunks on a CPU and in one large call on an accelerator, same values.
+    import dataclasses
+
+    budgets: list[int] = []
+    real = _netgrad._kink_pairs
+
+    def spy(*args):  # type: ignore[no-untyped-def]
+        budgets.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(_netgrad, "_kink_pairs", spy)
+    x = sparse_images(50, 300, 0.3, seed=13)
+    x[:12, :] = 0.0  # 12 all-zero samples: with b1 = 0, 12 * 20 units on their kink
+    t = np.random.default_rng(14).integers(0, 10, 50)
+    cpu_net = TwoLayerNet(300, 20, 10, 0.1, activation="relu", backend=backend, seed=3)
+    gpu_like = dataclasses.replace(backend, accelerator=True)
+    gpu_net = TwoLayerNet(300, 20, 10, 0.1, activation="relu", backend=gpu_like, seed=3)
+    g_cpu, g_gpu = cpu_net.numerical_gradient(x, t), gpu_net.numerical_gradient(x, t)
+    pairs_per_chunk = [b // (2 * 301 * 10) for b in budgets]
+    if not backend.accelerator:
+        assert pairs_per_chunk[0] < 12 * 20  # several cache-sized chunks
+    assert pairs_per_chunk[1] >= 12 * 20  # one call
+    ref = {k: backend.to_numpy(v) for k, v in g_cpu.items()}
+    errs = rel_errors(cpu_net, g_gpu, {k: v.astype(np.float64) for k, v in ref.items()})
+    assert max(errs.values()) <= 1e-13, errs

@@ -130,39 +130,41 @@ def structured_gradient(
     x_aug = xp.concat([x, ones], axis=1)  # (N, D + 1): b1 is the weight of input 1
     w_aug = xp.concat([W1, xp.expand_dims(b1, axis=0)], axis=0)  # (D + 1, H)
     up, down = _steps(w_aug, h)
+    z_aug = xp.concat([z1, ones], axis=1)  # (N, H + 1): b2 is the weight of input 1
+    w2_aug = xp.concat([W2, xp.expand_dims(b2, axis=0)], axis=0)  # (H + 1, C)
+    up2, down2 = _steps(w2_aug, h)
 
-    # The one host transfer: sizes that fix the series order (and the fallback).
+    # The one host transfer: sizes that fix the series orders (and the fallbacks).
     x_abs = xp.max(xp.abs(x_aug), axis=1)  # (N,), >= 1 through the bias column
     w_range = xp.max(W2, axis=1) - xp.min(W2, axis=1)  # (H,)
     summary = xp.stack(
-        [xp.max(x_abs), xp.max(w_range), xp.max(xp.maximum(xp.abs(up), xp.abs(down)))]
+        [
+            xp.max(x_abs),
+            xp.max(w_range),
+            xp.max(xp.maximum(xp.abs(up), xp.abs(down))),
+            xp.max(xp.abs(z_aug)),
+            xp.max(xp.maximum(xp.abs(up2), xp.abs(down2))),
+        ]
     )
-    x_max, range_max, step_max = (float(v) for v in backend.to_numpy(summary))
+    x_max, range_max, step_max, z_max, step2_max = (float(v) for v in backend.to_numpy(summary))
     order = series_plan(x_max, range_max, step_max, activation, dtype_name)
     if order is None:
         return None
 
     # Taylor coefficients of F (orders 1..K): r * cumulants / k! of W2[j, :] under y[n, :],
     # from moments about the mean (no cancellation of raw moments).
+    r_col = xp.expand_dims(row_sum, axis=1)
     mean_w = y @ W2.T  # (N, H)
-    slope = (xp.expand_dims(row_sum, axis=1) * y - target) @ W2.T  # F_1 = r * mean - t @ W2.T
-    f_coef = [slope]
+    f_coef = [(r_col * y - target) @ W2.T]  # F_1 = r * mean - t @ W2.T
     if order >= 2:
         centred = xp.expand_dims(W2, axis=0) - xp.expand_dims(mean_w, axis=2)  # (N, H, C)
         y_b = xp.expand_dims(y, axis=1)  # (N, 1, C)
         power = centred
-        moments: list[Any] = [None, None]  # M_1 = 0 about the mean
+        moments: list[Any] = [None]  # M_1 = 0 about the mean
         for k in range(2, order + 1):
             power = power * centred / k
             moments.append(xp.sum(power * y_b, axis=2))  # sum_c y_c v_c**k / k!
-        logs: list[Any] = [None, None]  # coefficients of log M(u); L_1 = 0
-        for k in range(2, order + 1):
-            acc = moments[k]
-            for m in range(2, k - 1):
-                acc = acc - (m / k) * logs[m] * moments[k - m]
-            logs.append(acc)
-        r_col = xp.expand_dims(row_sum, axis=1)
-        f_coef += [r_col * logs[k] for k in range(2, order + 1)]
+        f_coef += [r_col * c for c in _log_series(moments)[1:]]
 
     risky = None
     if activation == "sigmoid":
@@ -174,34 +176,69 @@ def structured_gradient(
         keep = xp.astype(xp.logical_and(a1 > 0, xp.logical_not(risky)), x.dtype)
         g_coef = [f * keep for f in f_coef]
 
-    # sum_k (e+**k - e-**k) / (e+ - e-) * (x_hat**k).T @ G_k, with x_hat = x / x_max and
-    # e = step * x_max (so that no power over- or underflows).
-    x_hat = x_aug / x_max
-    e_up, e_down = up * x_max, down * x_max
-    power = None
-    h_poly = None  # (e+**k - e-**k) / (e+ - e-)
-    e_down_k = None
-    total = None
-    for k in range(1, order + 1):
-        power = x_hat if power is None else power * x_hat
-        if h_poly is None:
-            h_poly, e_down_k = xp.ones_like(e_up), xp.ones_like(e_up)
-        else:
-            e_down_k = e_down_k * e_down
-            h_poly = h_poly * e_up + e_down_k
-        term = (power.T @ g_coef[k - 1]) * h_poly
-        total = term if total is None else total + term
-    grad_aug = total * (x_max / n)
+    grad_aug = _series_quotient(xp, x_aug, g_coef, up, down, x_max)
     if risky is not None:
         grad_aug = grad_aug + _kink_pairs(
             xp, risky, a1, x_aug, y, target @ W2.T, row_sum, W2, up, down, chunk_elements
         )
     # A step that vanishes in rounding (|p| >> h) leaves the quotient undefined, as 0 / 0.
     grad_aug = xp.where(up != down, grad_aug, xp.nan)
-
     out = {"W1": grad_aug[:n_in, :], "b1": grad_aug[n_in, :]}
-    out.update(_second_layer(xp, z1, y, target, row_sum, W2, b2, h))
+
+    # W2[j, c] (b2[c]: input 1) moves logit c by delta = d * z1[:, j]: the per-sample change
+    # r * log(1 + y_c * expm1(delta)) - t_c * delta is the cumulant series of a Bernoulli(y_c)
+    # variable, analytic for |Im delta| < pi.
+    order2 = series_order(step2_max * z_max / (math.pi / 2.0), dtype_name)
+    if order2 is None:
+        out.update(_second_layer(xp, z1, y, target, row_sum, W2, b2, h))
+    else:
+        bernoulli = [y / math.factorial(k) for k in range(1, order2 + 1)]
+        phi = [r_col * c for c in _log_series(bernoulli)]
+        phi[0] = r_col * y - target
+        grad2 = _series_quotient(xp, z_aug, phi, up2, down2, z_max)
+        grad2 = xp.where(up2 != down2, grad2, xp.nan)
+        n_hidden = int(W2.shape[0])
+        out.update({"W2": grad2[:n_hidden, :], "b2": grad2[n_hidden, :]})
     return {k: out[k] for k in ("W1", "b1", "W2", "b2")}
+
+
+def _log_series(moments: list[Any]) -> list[Any]:
+    """Coefficients L_1..L_K of log(1 + sum_k M_k u**k) from M_1..M_K (None: zero)."""
+    # M' = M L' gives k M_k = sum_{m=1}^{k} m L_m M_{k-m} with M_0 = 1.
+    logs: list[Any] = []
+    for k in range(1, len(moments) + 1):
+        acc = moments[k - 1]
+        for m in range(1, k):
+            if logs[m - 1] is None or moments[k - m - 1] is None:
+                continue
+            term = (m / k) * logs[m - 1] * moments[k - m - 1]
+            acc = -term if acc is None else acc - term
+        logs.append(acc)
+    return logs
+
+
+def _series_quotient(
+    xp: Any, inputs: Any, coefs: list[Any], up: Any, down: Any, scale: float
+) -> Any:
+    """``sum_k (d+**k - d-**k) / (d+ - d-) * mean_n inputs[n, i]**k * coefs[k-1][n, j]``.
+
+    Powers are taken of ``inputs / scale`` and of ``e = d * scale`` (so that none over- or
+    underflows); ``(e+**k - e-**k) / (e+ - e-)`` is the polynomial ``sum_m e+**m e-**(k-1-m)``,
+    free of the cancellation in ``L(d+) - L(d-)``.
+    """
+    n = int(inputs.shape[0])
+    hat = inputs / scale
+    e_up, e_down = up * scale, down * scale
+    power = hat
+    h_poly = xp.ones_like(e_up)
+    e_down_k = xp.ones_like(e_up)
+    total = (hat.T @ coefs[0]) * h_poly
+    for k in range(2, len(coefs) + 1):
+        power = power * hat
+        e_down_k = e_down_k * e_down
+        h_poly = h_poly * e_up + e_down_k
+        total = total + (power.T @ coefs[k - 1]) * h_poly
+    return total * (scale / n)
 
 
 def _compose_sigmoid(xp: Any, a1: Any, z1: Any, f_coef: list[Any], order: int) -> list[Any]:

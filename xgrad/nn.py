@@ -10,8 +10,9 @@ same net on NumPy, torch, JAX, CuPy and array-api-strict.
   ``(y - t) / N`` ignores that ``1e-7``, which is why the book's gradient check shows a
   uniform ~5e-7 relative gap; here numerical and backprop gradients agree to ~1e-10.
   :func:`xgrad.functions.cross_entropy_error` itself keeps the book's ``1e-7``.
-* ``numerical_gradient`` recomputes only what each perturbation changes instead of running a
-  full forward pass per parameter element (see :meth:`TwoLayerNet.loss_differences`).
+* ``numerical_gradient`` does not run a forward pass per parameter element: it sums the
+  central differences of all ``W1``/``b1`` elements in closed form (:mod:`xgrad._netgrad`),
+  and :meth:`TwoLayerNet.loss_differences` recomputes only what each perturbation changes.
 """
 
 from __future__ import annotations
