@@ -36,7 +36,15 @@ handful per batch at the default step, are left out of the series and evaluated 
 as the perturbation engine does, for every ``i``; their changes are summed per unit by a
 product with a one-hot matrix (the array API has no scatter-add).
 
-``W2`` and ``b2`` (510 elements) are evaluated exactly: each moves one logit.
+``W2[j, c]`` and ``b2[c]`` (``b2`` the weight of a constant hidden output 1) move one logit,
+by ``delta = d * z1[n, j]``: the per-sample change ``r * log(1 + y_c * expm1(delta)) -
+t_c * delta`` is the cumulant series of a Bernoulli(``y_c``) variable (analytic for
+``|Im delta| < pi``), summed the same way with ``z1`` in place of ``x``; where ReLU outputs
+are too large for it, these 510 differences are evaluated exactly.
+
+Device shapes: the series need no chunks (their largest arrays are ``(N, H, C)`` and
+``(D + 1, H)``); the exact kink pairs are evaluated in chunks of ``chunk_elements``, which
+the caller sizes for the device (cache-sized on a CPU, one call on an accelerator).
 """
 
 from __future__ import annotations
