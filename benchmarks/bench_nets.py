@@ -622,8 +622,9 @@ def report_numerical(
         " (recomputes only the moved hidden unit and the logits: one `expm1` per class,"
         " sample and perturbation); **structured**, today's `TwoLayerNet.numerical_gradient`"
         " (`xgrad._netgrad`: the W1/b1 central differences as a Taylor series of order K in"
-        " the moved pre-activation, summed over samples by K matrix products; W2/b2 and"
-        " ReLU units at their kink exact).",
+        " the moved pre-activation, summed over samples by K matrix products; W2/b2 by"
+        " the same sum of order K2 in the moved logit; ReLU units within a step of their"
+        " kink with their exact unit change).",
         "",
         "This core's exp throughput, measured in this run (`np.exp` on 2^20 elements into"
         " a preallocated array, best over the run; measured before every row): "
@@ -764,7 +765,7 @@ def report_numerical(
             "structured",
             "series sums (K + K2 products, difference polynomials)",
             "sigmoid series composition",
-            "exact parts (ReLU kink pairs, W2/b2 fallback)",
+            "ReLU kink pairs (and exact W2/b2 where K2 = exact)",
             "rest: forward, cumulants, one host sync",
         ],
         rows,
