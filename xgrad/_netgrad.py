@@ -15,7 +15,7 @@ in ``delta`` (for ReLU away from the kink), so with its Taylor coefficients ``G_
 
 and the inner sum over samples is the matrix product ``(x**k).T @ G_k``. The central
 difference ``(L(d+) - L(d-)) / (d+ - d-)`` of all 39,760 perturbations of the book's
-784-50-10 net then costs ``K`` matrix products (``K`` = 4 to 6 orders at the default step)
+784-50-10 net then costs ``K`` matrix products (``K`` = 3 to 5 orders at the default step)
 and elementwise work on ``(N, H)`` arrays, instead of ``2 * (D + 1) * N * H * C`` ``expm1``
 calls (7.9e7 at batch 100): the log-sum-exp of every perturbation is folded into the
 cumulants of ``W2[j, :]`` under ``y[n, :]``, and a zero pixel contributes nothing, without a
@@ -44,7 +44,7 @@ t_c * delta`` is the cumulant series of a Bernoulli(``y_c``) variable (analytic 
 are too large for it, these 510 differences are evaluated exactly.
 
 Device shapes: the series need no chunks (their largest arrays are ``(N, H, C)`` and
-``(D + 1, H)``); the exact kink pairs are evaluated in chunks of ``chunk_elements``, which
+``(D + 1, H)``); the ReLU kink pairs are evaluated in chunks of ``chunk_elements``, which
 the caller sizes for the device (cache-sized on a CPU, one call on an accelerator).
 """
 
