@@ -219,6 +219,12 @@ def _forged_record(data: st.DataObject) -> None:
         try:
             for key in path[:-1]:
                 parent = parent[key]
+            key = path[-1]
+            fits = (isinstance(parent, dict) and isinstance(key, str)) or (
+                isinstance(parent, list) and isinstance(key, int) and key < len(parent)
+            )
+            if not fits:
+                continue  # an earlier mutation changed what is at this path
             if data.draw(st.booleans()) and isinstance(parent, dict):
                 del parent[path[-1]]
             else:
