@@ -113,7 +113,7 @@ class SimpleNet:
         else:
             W, b = as_float_array(W, backend=backend, dtype=dtype, name="W")
             if _shape(W) != (2, 3):
-                raise ValueError(f"W: expected shape (2, 3), found {_shape(W)}")
+                raise ArgumentError(f"W: expected shape (2, 3), found {_shape(W)}")
         self.backend = b
         self.W = W
 
@@ -121,7 +121,7 @@ class SimpleNet:
         """Scores ``x @ W`` for one input of shape (2,) or a batch (N, 2)."""
         x, _ = as_float_array(x, backend=self.backend, dtype=self.W.dtype, name="x")
         if x.ndim not in (1, 2) or x.shape[-1] != 2:
-            raise ValueError(f"x: expected shape (2,) or (N, 2), found {_shape(x)}")
+            raise ArgumentError(f"x: expected shape (2,) or (N, 2), found {_shape(x)}")
         return x @ self.W
 
     def loss(self, x: Any, t: Any) -> Any:
@@ -206,17 +206,17 @@ class TwoLayerNet:
         sizes = {"input_size": input_size, "hidden_size": hidden_size, "output_size": output_size}
         for name, value in sizes.items():
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, found {value!r}")
+                raise ArgumentError(f"{name}: expected a positive int, found {value!r}")
         if not (
             isinstance(weight_init_std, int | float)
             and math.isfinite(weight_init_std)
             and weight_init_std >= 0
         ):
-            raise ValueError(
+            raise ArgumentError(
                 f"weight_init_std: expected a finite number >= 0, found {weight_init_std!r}"
             )
         if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation: expected one of {_ACTIVATIONS}, found {activation!r}")
+            raise ArgumentError(f"activation: expected one of {_ACTIVATIONS}, found {activation!r}")
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
         self.output_size = int(output_size)
@@ -513,7 +513,7 @@ class TwoLayerNet:
         params = state.get("params") if isinstance(state, dict) else None
         if not isinstance(params, dict) or set(params) != set(_PARAM_KEYS):
             found = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(
+            raise ArgumentError(
                 f"state: expected {{'params': {{W1, b1, W2, b2}}}}, found params {found}"
             )
         new = {}
@@ -525,7 +525,7 @@ class TwoLayerNet:
             value = self.backend.xp.asarray(value, copy=True)
             expected = _shape(self.params[key])
             if _shape(value) != expected:
-                raise ValueError(
+                raise ArgumentError(
                     f"params[{key!r}]: expected shape {expected}, found {_shape(value)}"
                 )
             new[key] = value
