@@ -9,7 +9,8 @@ import pytest
 
 import xgrad
 from xgrad import numerical_diff, numerical_gradient
-from xgrad._steps import StepSizeWarning, is_writeable
+from xgrad._evaluators import is_writeable
+from xgrad.errors import StepSizeWarning
 from xgrad.numdiff import DiffResult, InputIgnoredWarning
 from xgrad.testing import assert_close
 

@@ -41,6 +41,8 @@ _LAZY = {
     "numerical_diff": "xgrad.numdiff",
     "numerical_gradient": "xgrad.numdiff",
     "DiffResult": "xgrad.numdiff",
+    "DiffStatus": "xgrad.numdiff",
+    "HessianMemoryError": "xgrad.derivatives",
     "jacobian": "xgrad.derivatives",
     "hessian": "xgrad.derivatives",
     "gradient_descent": "xgrad.descent",

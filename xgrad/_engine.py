@@ -93,7 +93,7 @@ class _Tableau:
                 lower = row[j - 1]
                 t = lower + (lower - self.prev[j - 1]) / (st.ratio**j - 1.0)
                 e = ops.maximum(ops.abs(t - lower), ops.abs(t - self.prev[j - 1]))
-                e = e + 2.0 * rnd + ops.eps_f * ops.abs(t)
+                e = e + 2.0 * rnd + ops.eps_f * ops.abs(t) + ops.err_floor
                 entries.append((t, ops.finite_or_inf(e, t)))
                 row.append(t)
             self.prev = row
@@ -209,6 +209,7 @@ class _Best:
         return self.ops.div(_policy.FLOOR * self.eps * fmax, self.wide)
 
     def tolerance(self) -> Any:
+        """``atol + rtol * |df|`` per entry (atol norm-wise by default for gradients)."""
         ops = self.ops
         scale = ops.abs(self.df)
         if self.atol is not None:
@@ -217,10 +218,19 @@ class _Best:
             atol = self.rtol * ops.finite_max(scale)
         else:
             atol = 0.0
-        return atol + self.rtol * scale + self._floor(self.fmax)
+        return atol + self.rtol * scale
+
+    def strict(self) -> Any:
+        return self.err <= self.tolerance()
 
     def converged(self) -> Any:
-        return self.err <= self.tolerance()
+        """Within the tolerance, or an exact zero within f's rounding floor.
+
+        Every quotient exactly 0 (f symmetric about x, or not depending on it) has no
+        relative error to speak of: its error is f's rounding, judged against the floor.
+        """
+        zero = (self.df == 0.0) & (self.err <= self._floor(self.fmax))
+        return self.strict() | zero
 
     def stalled(self) -> Any:
         """Ridders' stop: no better estimate for STALL_LEVELS levels, once resolved.
@@ -243,7 +253,8 @@ class _Best:
             values = getattr(tab, attr)
             for k, v in enumerate(values):
                 if attr == "jump":
-                    start = ops.lift(tab.first + 0.0 * self.lev) + 3.0
+                    first = ops.lift(tab.first) if hasattr(tab.first, "shape") else tab.first
+                    start = first + 3.0 + 0.0 * self.lev
                     want = ops.minimum(ops.maximum(self.lev + 1.0, start), float(len(values) - 1))
                 else:
                     want = self.lev
@@ -251,7 +262,15 @@ class _Best:
         return out
 
 
-def search(
+def search(ops: Any, x: Any, method: str, *args: Any, **kwargs: Any) -> Outcome:
+    """The error-controlled derivative of `ops`'s function at x (see `_search`)."""
+    # Steps that overflow f or leave its domain are expected: they are what the search
+    # steps away from, not something to warn about.
+    with ops.quiet():
+        return _search(ops, x, method, *args, **kwargs)
+
+
+def _search(
     ops: Any,
     x: Any,
     method: str,
@@ -298,7 +317,8 @@ def search(
             if tab.k >= _policy.MAX_LEVELS:
                 return
             # Four levels at least per tableau: the slope-jump test compares two windows.
-            act = active() | ops.lift(tab.first + _policy.FIRST_LEVELS > tab.k)
+            forced = tab.first + _policy.FIRST_LEVELS > tab.k
+            act = active() | (ops.lift(forced) if hasattr(forced, "shape") else forced)
             if not ops.any(act):
                 return
             entries = tab.level(ops.element_any(act), fc)
@@ -310,18 +330,27 @@ def search(
         top_wide = ops.preset_top
     tabs[0.0] = last = _Tableau(ops, x, top_wide, stencil, eps)
     run(tabs[0.0], 0.0, _policy.FIRST_LEVELS, center)
+    again = ops.full_entry(False)
     if central:
-        # A slope jump seen at the first scale may be aliasing (periodic f, steps near a
-        # multiple of its period): look again at smaller steps, where a kink persists.
+        # Look again at smaller steps, on the other scale, where the first one may deceive:
+        # a slope jump may be aliasing (periodic f, steps near a multiple of its period),
+        # where a kink persists; an exact zero may be x below the step's resolution
+        # (x**2 at 1e-150), or f exactly 0 all around a point where it is not (a narrow
+        # peak): then f(x) is not 0.
+        converged = best.converged()
         jump = best.pick(tabs, "jump", 0.0)
-        again = best.converged() & (ops.abs(jump) > _policy.KINK_FACTOR * best.tolerance())
-        best.score = ops.where(again, math.inf, best.score)
-    else:
-        again = ops.full_entry(False)
+        suspect = converged & (ops.abs(jump) > _policy.KINK_FACTOR * best.tolerance())
+        zeros = converged & (best.fmax == 0.0)
+        if f0 is not None and ops.any(zeros):
+            fx = f0()
+            nfev += 1
+            suspect = suspect | (zeros & (ops.abs(fx) > 0.0))
+        best.score = ops.where(suspect, math.inf, best.score)
+        again = suspect | (converged & ops.logical_not(best.strict()))
     if ops.any(active() | again):
         # Smaller steps where the wide scale did not converge: the narrow scale, started
         # afresh where it is far below the wide one, else the wide tableau continued.
-        fresh = ops.element_all(top_narrow < top_wide * (0.5**_policy.FIRST_LEVELS) * 0.99)
+        fresh = top_narrow < top_wide * (0.5**_policy.FIRST_LEVELS) * 0.99
         fresh = fresh & ops.element_any(active() | again)
         tabs[2.0] = last = _continued(ops, tabs[0.0], fresh, top_narrow)
         last.first = ops.where(fresh | ops.element_any(again), float(last.k), 0.0)
@@ -402,8 +431,8 @@ def first_stage(
         t33 = t32 + (t32 - t22) / 63.0
         big3 = ops.maximum(ops.abs(fa3), ops.abs(fb3))
         err = ops.maximum(ops.abs(t33 - t32), ops.abs(t33 - t22))
-        err = err + (4.0 * eps) * big3 / ops.abs(w3) + eps * ops.abs(t33)
-        tol = rtol * ops.abs(t33) + (_policy.FLOOR * eps) * big3 / wide
+        err = err + (4.0 * eps) * big3 / ops.abs(w3) + eps * ops.abs(t33) + ops.err_floor
+        tol = rtol * ops.abs(t33)
         if atol is not None:
             tol = tol + atol
         s1, s2, s3 = fa1 + fb1, fa2 + fb2, fa3 + fb3
@@ -413,5 +442,63 @@ def first_stage(
         aj3 = ops.abs(j3)
         jump = (aj3 * h1 > (64.0 * eps) * big) & (aj3 > 0.5 * ops.abs(j2))
         jump = jump & (aj3 > _policy.KINK_FACTOR * (tol + err))
-        ok = (err <= tol) & ops.logical_not(jump) & ops.isfinite(t33)
+        # An exact zero is left to the search: f may be 0 all around x but not at x.
+        ok = (err <= tol) & ops.logical_not(jump) & ops.isfinite(t33) & (t33 != 0.0)
     return t33, err, h3, ok
+
+
+def first_stage_float(
+    f: Callable[[float], Any], x: float, eps: float, rtol: float, atol: float | None
+) -> tuple[float, float, float] | None:
+    """`first_stage` for a Python float and an f of Python floats, in a few microseconds.
+
+    The same operations in the same order (tested to give the same bits), without the
+    ops indirection. None where it does not apply or does not succeed: f returned
+    anything but floats, raised, or the result is not ``ok``; `search` decides then.
+    """
+    wide = abs(x)
+    if wide < 1.0:
+        wide = 1.0
+    top = wide * 0.125
+    h1, h2, h3 = top * 0.5, top * 0.25, top * 0.125
+    a0, a1, a2, a3 = x + top, x + h1, x + h2, x + h3
+    b0, b1, b2, b3 = x - top, x - h1, x - h2, x - h3
+    try:
+        fa0 = f(a0)
+        if type(fa0) is not float:
+            return None
+        fa1, fa2, fa3, fb0, fb1, fb2, fb3 = f(a1), f(a2), f(a3), f(b0), f(b1), f(b2), f(b3)
+        if not (
+            type(fa1) is type(fa2) is type(fa3) is type(fb0) is type(fb1) is type(fb2) is float
+            and type(fb3) is float
+        ):
+            return None
+        d0 = (fa0 - fb0) / (a0 - b0)
+        d1 = (fa1 - fb1) / (a1 - b1)
+        d2 = (fa2 - fb2) / (a2 - b2)
+        w3 = a3 - b3
+        d3 = (fa3 - fb3) / w3
+    except (ArithmeticError, ValueError, TypeError, RuntimeWarning):
+        return None
+    t11 = d1 + (d1 - d0) / 3.0
+    t21 = d2 + (d2 - d1) / 3.0
+    t31 = d3 + (d3 - d2) / 3.0
+    t22 = t21 + (t21 - t11) / 15.0
+    t32 = t31 + (t31 - t21) / 15.0
+    t33 = t32 + (t32 - t22) / 63.0
+    big3 = abs(fa3) if abs(fa3) >= abs(fb3) else abs(fb3)
+    e1, e2 = abs(t33 - t32), abs(t33 - t22)
+    err = (e1 if e1 >= e2 else e2) + (4.0 * eps) * big3 / abs(w3) + eps * abs(t33)
+    tol = rtol * abs(t33)
+    if atol is not None:
+        tol = tol + atol
+    s1, s2, s3 = fa1 + fb1, fa2 + fb2, fa3 + fb3
+    j2 = -2.0 * ((fa0 + fb0 - s1) - 4.0 * (s1 - s2)) / top
+    j3 = -2.0 * ((s1 - s2) - 4.0 * (s2 - s3)) / h1
+    big = max(abs(s1), abs(s2), abs(s3))
+    aj3 = abs(j3)
+    jump = aj3 * h1 > (64.0 * eps) * big and aj3 > 0.5 * abs(j2)
+    jump = jump and aj3 > _policy.KINK_FACTOR * (tol + err)
+    if err <= tol and not jump and math.isfinite(t33) and t33 != 0.0:
+        return t33, err, h3
+    return None

@@ -47,6 +47,7 @@ class ScalarOps:
         self.f = f
         self.eps_f = eps
         self.tiny = 2.2250738585072014e-308
+        self.err_floor = 0.0
         self.low_precision = False
         self.preset: dict[int, Any] = {}
         self.preset_top: Any = None
@@ -159,6 +160,10 @@ class _ArrayMath:
         self.entry_shape = entry_shape
         self.eps_f = float(xp.finfo(like.dtype).eps)
         self.tiny = float(xp.finfo(like.dtype).smallest_normal)
+        # Backends that flush subnormal results to zero (XLA on CPU) lose the rounding
+        # terms of values near the underflow threshold: no error below tiny / eps there.
+        probe = xp.asarray(self.tiny, dtype=like.dtype, device=like.device) / 4.0
+        self.err_floor = self.tiny / self.eps_f if not bool(probe > 0.0) else 0.0
         self.low_precision = False
         # Values of f the first stage computed, by level, for the search to reuse.
         self.preset: dict[int, Any] = {}
@@ -366,11 +371,15 @@ class PerturbOps(_ArrayMath):
         inplace: bool,
         batch_size: int | None,
         out_shape: tuple[int, ...] = (),
+        columns: tuple[int, int] | None = None,
     ) -> None:
         xp = backend.xp
         n = math.prod(tuple(arr.shape))
         m = math.prod(out_shape)
-        super().__init__(xp, backend, arr, (n,) if not out_shape else (n, m))
+        # The elements perturbed: all of x, or the range `columns` (a Jacobian chunk).
+        lo, hi = columns if columns is not None else (0, n)
+        k = hi - lo
+        super().__init__(xp, backend, arr, (k,) if not out_shape else (k, m))
         self.call = call
         self.arr = arr
         self.shape = tuple(arr.shape)
@@ -378,7 +387,7 @@ class PerturbOps(_ArrayMath):
         self.inplace = inplace
         self.batch_size = batch_size
         self.out_shape = out_shape
-        self.n, self.m = n, m
+        self.n, self.m, self.lo, self.k = n, m, lo, k
         self.count = 0
         if inplace:
             self._host = backend.to_numpy(arr).reshape(-1).tolist()
@@ -403,14 +412,19 @@ class PerturbOps(_ArrayMath):
     def _at(self, point: Any, idx: np.ndarray, every: bool) -> Any:
         xp, b = self.xp, self.backend
         self.count += idx.size
-        full = np.full((self.n, *self._row()), np.nan)
+        full = np.full((self.k, *self._row()), np.nan)
         if idx.size == 0:
             return b.asarray(full, dtype=self.dtype)
         if self.inplace:
             values = self._inplace(b.to_numpy(point).reshape(-1), idx)
         else:
-            index = xp.arange(self.n, device=self.device) if every else b.asarray(idx)
-            moved = point if every else xp.take(point, index, axis=0)
+            lo = self.lo
+            index = (
+                xp.arange(lo, lo + self.k, device=self.device)
+                if every
+                else b.asarray((idx + lo).astype(np.int64))
+            )
+            moved = point if every else xp.take(point, b.asarray(idx.astype(np.int64)), axis=0)
             values = self._stacked(index, moved)
         if every:
             return values

@@ -67,6 +67,7 @@ def flag(
     rtol: float,
     on_failure: str = "warn",
     result: Any = None,
+    x_axes: int | None = None,
 ) -> None:
     """Raise or warn for the elements whose status is not CONVERGED (host arrays).
 
@@ -79,11 +80,18 @@ def flag(
     if not bad.any():
         return
     x_host = np.asarray(x_host)
+    # Which axes of an entry index name x's element: the first (gradients) or, for a
+    # Jacobian or Hessian, the last x.ndim ones.
+    lead = codes.ndim - (x_axes if x_axes is not None else codes.ndim)
+
+    def x_index(index: tuple[int, ...]) -> tuple[int, ...]:
+        return index[lead:][: x_host.ndim] if x_axes is not None else index[: x_host.ndim]
+
     not_finite = codes == int(DiffStatus.NOT_FINITE)
     if not_finite.any():
         index = tuple(int(i) for i in np.argwhere(not_finite)[0]) if codes.ndim else ()
-        value = float(x_host[index[: x_host.ndim]]) if x_host.ndim else float(x_host)
-        where = _where(name, index[: x_host.ndim])
+        value = float(x_host[x_index(index)]) if x_host.ndim else float(x_host)
+        where = _where(name, x_index(index))
         raise NonFiniteError(
             f"f: not finite around {where} = {value!r}, even with smaller and one-sided "
             "steps; the derivative does not exist there or f fails near it",
@@ -94,12 +102,12 @@ def flag(
     code = DiffStatus(int(codes[index]))
     d = float(np.asarray(df)[index]) if np.ndim(df) else float(df)
     e = float(np.asarray(error)[index]) if np.ndim(error) else float(error)
-    xi = index[: x_host.ndim] if x_host.ndim else ()
+    xi = x_index(index) if x_host.ndim else ()
     value = float(x_host[xi]) if x_host.ndim else float(x_host)
     more = int(bad.sum()) - 1
     message = (
         f"{what}: {_NAMES[code]} at {_where(name, xi)} = {value!r}"
-        + (f" (entry {list(index)})" if len(index) > len(xi) else "")
+        + (f" (entry {list(index)})" if len(index) > len(xi) or x_axes is not None else "")
         + f": estimate {d!r} with estimated error {e:.3g} (rtol={rtol:g}); {_HINTS[code]}"
         + (f"; {more} more element(s) flagged" if more else "")
     )

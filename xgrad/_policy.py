@@ -24,10 +24,12 @@ from xgrad.errors import ArgumentError, ArgumentTypeError
 
 __all__ = [
     "FIRST_LEVELS",
+    "HESSIAN_RTOL",
     "FLOOR",
     "KINK_FACTOR",
     "MAX_LEVELS",
     "METHODS",
+    "NET_STEP",
     "DIVERGENCE_RATIO",
     "NOISE_FACTOR",
     "RESOLVED",
@@ -42,9 +44,12 @@ __all__ = [
     "complex_dtype",
     "complex_step",
     "default_rtol",
+    "extrapolate",
     "finfo",
     "fixed_step",
+    "reference_step",
     "representable",
+    "second_step",
 ]
 
 
@@ -125,6 +130,43 @@ KINK_FACTOR = 32.0
 # Default relative tolerance by dtype: the largest error a default result may carry
 # unflagged. float64 results are usually 1e-13 or better; float32 ones 1e-5.
 _RTOL = {"float64": 1e-8, "float32": 1e-3}
+
+
+#: hessian's default rtol by dtype: second differences keep about half the digits.
+HESSIAN_RTOL = {"float64": 1e-5, "float32": 1e-1}
+
+
+def second_step(eps: float, scale: Any) -> Any:
+    """hessian's first step: ``4 eps**(1/4) * scale`` balances rounding (eps / h**2) against
+    the h**2 truncation of a second difference; the second step is half of it."""
+    return 4.0 * eps**0.25 * scale
+
+
+# gradcheck's reference: one central difference per element with a fixed step (the
+# book's 1e-4 in float64), or, where only float32 exists, one Richardson step from h and
+# h/2, which cancels the h**2 term and so affords a larger step (less rounding).
+_REFERENCE_STEP = {
+    ("central", "float64"): 1e-4,
+    ("central", "float32"): 1e-3,
+    ("richardson", "float64"): 1e-3,
+    ("richardson", "float32"): 1e-2,
+}
+
+
+#: TwoLayerNet.numerical_gradient's step (see xgrad.nn.default_step): the book's 1e-4 in
+#: float64; 1e-3 in float32, where its cancellation-free loss differences leave the
+#: truncation error to dominate.
+NET_STEP = {"float64": 1e-4, "float32": 1e-3}
+
+
+def reference_step(method: str, dtype_name: str) -> float:
+    """gradcheck's fixed step for its reference differences (see above)."""
+    return _REFERENCE_STEP[(method, dtype_name)]
+
+
+def extrapolate(coarse: Any, fine: Any, ratio: float = 4.0) -> Any:
+    """One Richardson step from quotients at h and h/2: ``fine + (fine - coarse) / (r - 1)``."""
+    return fine + (fine - coarse) / (ratio - 1.0)
 
 
 def finfo(xp: Any, dtype: Any) -> tuple[float, float]:

@@ -36,15 +36,13 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
+from xgrad import _policy
 from xgrad._arrays import as_float_array, to_numpy
 from xgrad.backends import Backend, resolve_backend
 
 __all__ = ["GradcheckResult", "ParamCheck", "gradcheck"]
 
 _RTOL = {"float64": 1e-6, "float32": 1e-4}
-_STEP = {"float64": 1e-4, "float32": 1e-3}
-# Richardson cancels the h**2 term, so it can afford a larger step (less rounding).
-_RICHARDSON_STEP = {"float64": 1e-3, "float32": 1e-2}
 _METHODS = ("auto", "central", "float64", "richardson")
 
 # (up, down, step_up, step_down): f(p+) - f(p), f(p-) - f(p), p+ - p, p- - p per element.
@@ -322,9 +320,10 @@ def _resolve_method(method: str, dtype: str, b: Backend, can_upcast: bool) -> st
 
 def _defaults(method: str, dtype: str, h: float | None, rtol: float | None) -> tuple[float, float]:
     if h is None:
-        h = (_RICHARDSON_STEP if method == "richardson" else _STEP)[
-            "float64" if method == "float64" else dtype
-        ]
+        h = _policy.reference_step(
+            "richardson" if method == "richardson" else "central",
+            "float64" if method == "float64" else dtype,
+        )
     if not (isinstance(h, int | float) and math.isfinite(h) and h > 0):
         raise ValueError(f"h: expected a finite number > 0, found {h!r}")
     if rtol is None:
@@ -347,7 +346,7 @@ def _reference(
         # A kink straddled by the coarse step spoils the extrapolation even if the fine
         # step misses it: take the larger disagreement of the two.
         coarse, fine = diffs(h), diffs(h / 2)
-        ref = {k: (4 * _central(fine[k]) - _central(coarse[k])) / 3 for k in fine}
+        ref = {k: _policy.extrapolate(_central(coarse[k]), _central(fine[k])) for k in fine}
         return ref, {k: np.maximum(spread(coarse[k]), spread(fine[k])) for k in fine}
     d = diffs(h)
     return {k: _central(v) for k, v in d.items()}, {k: spread(v) for k, v in d.items()}

@@ -1,43 +1,49 @@
-"""Jacobians and Hessians by finite differences, in memory bounded by the result plus a chunk.
+"""Jacobians and Hessians by finite differences, error-controlled, in bounded memory.
 
-f is called on perturbed copies of x (never on x itself), one per call or, with
-``batch_size``, a stack of them per call. Copies are built a chunk at a time, so a Jacobian
-of 40,000 parameters needs the result and one chunk, not the O(n^2) temporaries of
-``scipy.differentiate.jacobian``.
+f is called on perturbed copies of x (never on x itself). `jacobian` runs the search of
+`xgrad._engine` column by column (a chunk of columns at a time, so memory is the result
+plus a chunk, not the O(n^2) temporaries of ``scipy.differentiate.jacobian``); `hessian`
+keeps its symmetric form (second differences on each pair, mirrored) at two steps, whose
+Richardson extrapolation gives every entry an error estimate and a status.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from xgrad import _steps
-from xgrad._arrays import as_float_array
-from xgrad._richardson import quiet
+from xgrad import _engine, _policy
+from xgrad._evaluators import PerturbOps, is_writeable, perturbed_stack, quiet, scalar_value
+from xgrad._flags import flag
+from xgrad._policy import DiffStatus
 from xgrad.backends import Backend
 from xgrad.backends._base import DtypeLike
+from xgrad.errors import ArgumentError, ArgumentTypeError, XgradError
 
-__all__ = ["hessian", "jacobian"]
+__all__ = ["HessianMemoryError", "hessian", "jacobian"]
 
-_JACOBIAN_METHODS = ("central", "forward", "backward", "complex")
-# Elements of perturbed copies built at once when f takes one copy per call.
-_CHUNK_ELEMENTS = 2**20
+_JACOBIAN_METHODS = ("central", "forward", "backward", "complex", "richardson")
+# Jacobian entries the search holds at once (it keeps a few arrays of this size per level).
+_SEARCH_ENTRIES = 2**16
 
 
-def _chunk(chunk_size: int | None, batch_size: int | None, n: int) -> int:
-    for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise ValueError(f"{name}: expected a positive int or None, found {value!r}")
-    if batch_size is not None:
-        return batch_size
-    if chunk_size is not None:
-        return chunk_size
-    return max(1, _CHUNK_ELEMENTS // max(n, 1))
+class HessianMemoryError(XgradError, MemoryError):
+    """The (n, n) Hessian would not fit in the memory available; nothing was computed."""
+
+
+def _check_callable(f: Any) -> None:
+    if not callable(f):
+        raise ArgumentTypeError(f"f: expected a callable, found {type(f).__name__}")
+
+
+def _check_positive(name: str, value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ArgumentError(f"{name}: expected a positive int or None, found {value!r}")
+    return value
 
 
 def _columns_matrix(b: Backend, rows: int, cols: int, dtype: Any, device: Any, blocks: Any) -> Any:
@@ -48,7 +54,7 @@ def _columns_matrix(b: Backend, rows: int, cols: int, dtype: Any, device: Any, b
     """
     xp = b.xp
     out = xp.zeros((rows, cols), dtype=dtype, device=device)
-    if _steps.is_writeable(out):
+    if is_writeable(out):
         for start, stop, block in blocks:
             out[:, start:stop] = block
         return out
@@ -62,6 +68,10 @@ def jacobian(
     h: float | None = None,
     *,
     method: str = "central",
+    rtol: float | None = None,
+    atol: float | None = None,
+    full_output: bool = False,
+    on_failure: str = "warn",
     batch_size: int | None = None,
     chunk_size: int | None = None,
     backend: str | Backend | None = None,
@@ -76,14 +86,23 @@ def jacobian(
     Parameters
     ----------
     f : callable
-        Array in, array out (any shapes). It receives perturbed copies of x.
+        Array in, array out (any shapes, the output's not depending on x's values). It
+        receives perturbed copies of x.
     x : array
         Integer input is promoted to float64.
     h : float, optional
-        Step; None: ``4 * eps^(1/3) * max(|x_j|, 1)`` per column (``eps^(1/2)`` for
-        one-sided), made representable.
-    method : {"central", "forward", "backward", "complex"}
-        Evaluations per column: 2, 1, 1, 1 (plus one of f at x).
+        Step, used as given (no error control). None: the error-controlled search of
+        `numerical_diff`, per column, every entry with an error estimate and a status.
+    method : {"central", "forward", "backward", "complex", "richardson"}
+        As in `numerical_diff`.
+    rtol, atol : float, optional
+        Tolerance per entry: ``error <= atol + rtol * |J_ij|``. Defaults: ``rtol`` 1e-8
+        (float64), 1e-3 (float32); ``atol`` ``rtol * max|f(x)| / max(max|x|, 1)``, the
+        scale of f's rate of change (entries far below it are judged against it).
+    full_output : bool
+        Return a `DiffResult` (shape of J for every field) instead of warning.
+    on_failure : {"warn", "raise"}
+        A flagged entry gives an `AccuracyWarning` naming it, or an `AccuracyError`.
     batch_size : int, optional
         f receives stacks ``(k, *x.shape)`` of k perturbed copies and returns
         ``(k, *f(x).shape)``.
@@ -96,7 +115,7 @@ def jacobian(
 
     Returns
     -------
-    array
+    array or DiffResult
         Shape ``f(x).shape + x.shape``.
 
     Examples
@@ -108,81 +127,223 @@ def jacobian(
            [3., 4.],
            [5., 6.]])
     """
-    if not callable(f):
-        raise TypeError(f"f: expected a callable, found {type(f).__name__}")
-    _steps.check_method(method, _JACOBIAN_METHODS)
-    h = _steps.check_step(h)
-    xa, b = as_float_array(x, backend=backend, dtype=dtype, name="x")
+    from xgrad.numdiff import DiffResult, _float_input
+
+    _check_callable(f)
+    _policy.check_method(method, _JACOBIAN_METHODS)
+    h = _policy.check_step(h)
+    _policy.check_on_failure(on_failure)
+    _check_positive("chunk_size", chunk_size)
+    _check_positive("batch_size", batch_size)
+    xa, b = _float_input(x, backend, dtype)
     xp = b.xp
+    r, a = _policy.check_tolerances(rtol, atol, b.dtype_name(xa.dtype))
     shape = tuple(xa.shape)
     n = math.prod(shape)
-    eps, _ = _steps.finfo(xp, xa.dtype)
-    chunk = _chunk(chunk_size, batch_size, n)
+    eps, tiny = _policy.finfo(xp, xa.dtype)
     f0 = f(xa)
     f0 = f0 if b.owns(f0) else b.asarray(f0)
     out_shape = tuple(f0.shape)
     m = math.prod(out_shape)
     flat = xp.reshape(xa, (-1,))
-    if method == "complex":
-        cdtype = _steps.complex_dtype(xp, xa.dtype)
-        step = h if h is not None else eps**2 * xp.maximum(xp.abs(flat), 1.0)
-        step = xp.asarray(step, dtype=xa.dtype, device=xa.device) * xp.ones_like(flat)
-        base = xp.astype(flat, cdtype)
-        offsets = [(base + xp.astype(step, cdtype) * 1j, None)]
+    if a is None:
+        scale = float(xp.max(xp.abs(f0))) if m else 0.0
+        reach = max(float(xp.max(xp.abs(flat))) if n else 0.0, 1.0)
+        a = r * scale / reach if math.isfinite(scale) else 0.0
+    if chunk_size is not None:
+        chunk = chunk_size
+    elif batch_size is not None:
+        chunk = batch_size
     else:
-        if h is None:
-            exponent = 1 / 3 if method == "central" else 1 / 2
-            step = _steps.GRADIENT_STEP_FACTOR * eps**exponent * xp.maximum(xp.abs(flat), 1.0)
-        else:
-            step = h * xp.ones_like(flat)
-        signs = {"central": (1.0, -1.0), "forward": (1.0,), "backward": (-1.0,)}[method]
-        base = flat
-        offsets = [(flat + s * step, s) for s in signs]
+        limit = _SEARCH_ENTRIES if h is None and method != "complex" else 2**20
+        chunk = max(1, limit // max(m, n, 1))
+    f0_flat = xp.reshape(
+        xp.astype(f0, xa.dtype) if xp.isdtype(f0.dtype, "real floating") else f0, (1, m)
+    )
+    results: list[tuple[int, int, _engine.Outcome]] = []
 
-    def block(start: int, stop: int) -> Any:
-        idx = xp.arange(start, stop, device=xa.device)
-        sel = (slice(start, stop),)
-        values = []
-        for moved, _ in offsets:
-            v = _steps.eval_perturbed(
-                f, b, base, shape, (idx, moved[sel]), batch_size=batch_size, out_shape=None
-            )
-            if tuple(v.shape[1:]) != out_shape:
-                raise ValueError(
-                    f"f: returned shape {tuple(v.shape[1:])} for a perturbed x, but "
-                    f"{out_shape} at x"
-                )
-            values.append(xp.reshape(v, (stop - start, m)))
+    def columns(start: int, stop: int) -> _engine.Outcome:
+        sub = _Columns(f, b, xa, start, stop, out_shape, batch_size)
+        if method == "complex":
+            return _complex_columns(sub, flat[start:stop], h, eps)
+        if h is not None:
+            return _explicit_columns(sub, flat[start:stop], h, method, eps)
+        ops = sub.ops()
+        part = flat[start:stop]
+
+        entries = (stop - start, m) if out_shape else (stop - start,)
+
+        def center() -> Any:
+            zeros = xp.zeros((stop - start, m), dtype=xa.dtype, device=xa.device)
+            return xp.reshape(zeros + f0_flat, entries)
+
         with quiet():
-            if method == "complex":
-                if not xp.isdtype(values[0].dtype, "complex floating"):
-                    raise TypeError(
-                        "method='complex': f returned real values for complex input; it "
-                        "must compute with its argument in complex (real-analytic f)"
-                    )
-                cols = xp.imag(values[0]) / step[sel][:, None]
-            elif method == "central":
-                width = offsets[0][0][sel] - offsets[1][0][sel]
-                cols = (values[0] - values[1]) / width[:, None]
-            else:
-                sign = offsets[0][1]
-                width = sign * (offsets[0][0][sel] - flat[sel])
-                f0_flat = xp.reshape(f0, (1, m))
-                cols = sign * (values[0] - f0_flat) / width[:, None]
-        cols = xp.astype(cols, xa.dtype)
-        if not bool(xp.all(xp.isfinite(cols))):
-            bad = np.argwhere(~np.isfinite(b.to_numpy(cols)))[0]
-            j = int(bad[0]) + start
-            where = ", ".join(str(int(k)) for k in np.unravel_index(j, shape))
-            raise ValueError(
-                f"f: not finite near x[{where}] = {float(b.to_numpy(flat)[j])!r} (column "
-                f"{j}); try method='forward' or 'backward' at a domain edge"
-            )
-        return start, stop, xp.permute_dims(cols, (1, 0))
+            found = _engine.search(ops, part, method, eps, tiny, r, a, f0=center)
+        if not out_shape:
+            for name in ("df", "error", "status", "step"):
+                value = getattr(found, name)
+                value = value + xp.zeros(entries, dtype=xa.dtype, device=xa.device)
+                setattr(found, name, xp.reshape(value, (stop - start, 1)))
+        elif found.step.ndim == 1:
+            found.step = found.step[:, None] + xp.zeros((1, m), dtype=xa.dtype, device=xa.device)
+        return found
 
-    blocks = (block(s, min(n, s + chunk)) for s in range(0, n, chunk))
-    jac = _columns_matrix(b, m, n, xa.dtype, xa.device, blocks)
-    return xp.reshape(jac, (*out_shape, *shape))
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        results.append((start, stop, columns(start, stop)))
+
+    def field(name: str) -> Any:
+        blocks = (
+            (s, e, xp.permute_dims(xp.astype(getattr(o, name), xa.dtype), (1, 0)))
+            for s, e, o in results
+        )
+        return xp.reshape(
+            _columns_matrix(b, m, n, xa.dtype, xa.device, blocks), (*out_shape, *shape)
+        )
+
+    jac = field("df")
+    if h is not None and not full_output:
+        bad = xp.logical_not(xp.isfinite(jac))
+        if bool(xp.any(bad)):
+            from xgrad.errors import NonFiniteError
+
+            index = tuple(int(i) for i in np.argwhere(b.to_numpy(bad))[0])
+            xi = index[len(out_shape) :]
+            value = float(b.to_numpy(xa)[xi])
+            where = ", ".join(map(str, xi))
+            raise NonFiniteError(
+                f"f: not finite near x[{where}] = {value!r} (Jacobian entry {list(index)}); "
+                "try method='forward' or 'backward' at a domain edge",
+                index=xi,
+                value=value,
+            )
+        return jac
+    out = _engine.Outcome(
+        jac,
+        field("error"),
+        field("status"),
+        field("step"),
+        max((o.nfev for _, _, o in results), default=0),
+    )
+    status = b.to_numpy(out.status).astype(np.int64)
+    if full_output:
+        return DiffResult(out.df, out.error, out.nfev, method, out.step, status, status == 0)
+    flag(
+        status,
+        b.to_numpy(out.df),
+        b.to_numpy(out.error),
+        b.to_numpy(xa),
+        what="jacobian",
+        rtol=r,
+        on_failure=on_failure,
+        x_axes=len(shape),
+    )
+    return jac
+
+
+class _Columns:
+    """Columns ``start:stop`` of a Jacobian: f at x with element j (in the range) moved."""
+
+    def __init__(
+        self,
+        f: Callable[[Any], Any],
+        b: Backend,
+        xa: Any,
+        start: int,
+        stop: int,
+        out_shape: tuple[int, ...],
+        batch_size: int | None,
+    ) -> None:
+        self.f, self.b, self.xa = f, b, xa
+        self.start, self.stop = start, stop
+        self.out_shape, self.batch_size = out_shape, batch_size
+
+    def ops(self) -> PerturbOps:
+        """Evaluator for the engine over this range (entries: (columns, outputs))."""
+        return PerturbOps(
+            self.f,
+            self.b,
+            self.xa,
+            inplace=False,
+            batch_size=self.batch_size,
+            out_shape=self.out_shape,
+            columns=(self.start, self.stop),
+        )
+
+    def values(self, moved: Any, *, raw: bool = False) -> Any:
+        """f at x with x[j] = moved[j - start] for each column j: shape (columns, outputs)."""
+        ops = self.ops()
+        index = ops.xp.arange(self.start, self.stop, device=self.xa.device)
+        if raw:
+            ops.flat = ops.xp.astype(ops.flat, moved.dtype)
+            out = ops._stacked_raw(index, moved)
+        else:
+            out = ops._stacked(index, moved)
+        return ops.xp.reshape(out, (self.stop - self.start, max(ops.m, 1)))
+
+
+def _complex_columns(sub: _Columns, part: Any, h: float | None, eps: float) -> _engine.Outcome:
+    b = sub.b
+    xp = b.xp
+    cdtype = _policy.complex_dtype(xp, part.dtype)
+    step = h if h is not None else _policy.complex_step(eps, xp.maximum(xp.abs(part), 1.0))
+    step = xp.asarray(step, dtype=part.dtype, device=part.device) * xp.ones_like(part)
+    moved = xp.astype(part, cdtype) + xp.astype(step, cdtype) * 1j
+    values = sub.values(moved, raw=True)
+    if not xp.isdtype(values.dtype, "complex floating"):
+        raise ArgumentTypeError(
+            "method='complex': f returned real values for complex input; it must compute "
+            "with its argument in complex (real-analytic f)"
+        )
+    with quiet():
+        cols = xp.astype(xp.imag(values) / step[:, None], part.dtype)
+    zero = xp.zeros_like(cols)
+    status = xp.where(xp.isfinite(cols), zero, float(DiffStatus.NOT_FINITE))
+    return _engine.Outcome(cols, eps * xp.abs(cols), status, step[:, None] + 0.0 * cols, 1)
+
+
+def _explicit_columns(
+    sub: _Columns, part: Any, h: float, method: str, eps: float
+) -> _engine.Outcome:
+    """Columns with the caller's step, as the book would: no error control."""
+    b = sub.b
+    xp = b.xp
+    stencil = _policy.METHODS[method]
+    step = h * xp.ones_like(part)
+    with quiet():
+        if stencil.a == -stencil.b:
+            up, down = part + step, part - step
+            cols = (sub.values(up) - sub.values(down)) / (up - down)[:, None]
+            if method == "richardson":
+                fu, fd = part + step / 2, part - step / 2
+                fine = (sub.values(fu) - sub.values(fd)) / (fu - fd)[:, None]
+                cols = fine + (fine - cols) / 3.0
+        else:
+            sign = 1.0 if stencil.b == 0.0 else -1.0
+            moved = part + sign * step
+            f0 = xp.astype(sub.values(part), part.dtype)
+            cols = (sub.values(moved) - f0) / (moved - part)[:, None]
+    cols = xp.astype(cols, part.dtype)
+    zero = xp.zeros_like(cols)
+    status = xp.where(xp.isfinite(cols), zero, float(DiffStatus.NOT_FINITE))
+    return _engine.Outcome(cols, zero + math.nan, status, zero + h, 2)
+
+
+# -- hessian -----------------------------------------------------------------------------
+
+
+def _available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def hessian(
@@ -190,30 +351,46 @@ def hessian(
     x: Any,
     h: float | None = None,
     *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    full_output: bool = False,
+    on_failure: str = "warn",
     batch_size: int | None = None,
     chunk_size: int | None = None,
     backend: str | Backend | None = None,
     dtype: DtypeLike = None,
 ) -> Any:
-    """Hessian of a scalar-valued f at x, symmetric by construction.
+    """Hessian of a scalar-valued f at x, symmetric by construction, error-controlled.
 
-    Second central differences: ``(f(x+h_i e_i) - 2 f(x) + f(x-h_i e_i)) / h_i^2`` on the
-    diagonal and ``(f(++) - f(+-) - f(-+) + f(--)) / (4 h_i h_j)`` above it, mirrored below
-    (``2 n^2 + 1`` evaluations). Memory: the (n, n) result plus one chunk of perturbed
-    copies (JAX, whose arrays are immutable, also holds the rows once more).
+    Second central differences, ``(f(x+h_i e_i) - 2 f(x) + f(x-h_i e_i)) / h_i^2`` on the
+    diagonal and ``(f(++) - f(+-) - f(-+) + f(--)) / (4 h_i h_j)`` above it, mirrored
+    below, at steps h and h/2: their Richardson extrapolation is the result, their
+    difference its error estimate. A kink or jump (``sum(abs(v))`` at 0) makes the two
+    disagree and is flagged. Memory: the (n, n) result plus a few of its size, checked
+    against the memory available before anything is computed.
 
     Parameters
     ----------
     f : callable
-        Returns a scalar; receives perturbed copies of x.
+        Returns a scalar; receives perturbed copies of x (a private copy perturbed in
+        place where the backend allows, else new arrays).
     x : array
         Shape ``s``; the result has shape ``s + s``. Integers are promoted to float64.
     h : float, optional
-        Step; None: ``eps^(1/4) * max(|x_i|, 1)``, made representable.
+        Step, used as given (one step, no error control). None: ``eps^(1/4) *
+        max(|x_i|, 1) * 4`` (the policy's second-difference step), and h/2.
+    rtol, atol : float, optional
+        Tolerance per entry, norm-wise: ``error <= atol + rtol * max|H|``. Defaults:
+        ``rtol`` 1e-5 in float64, 1e-1 in float32 (second differences keep about half
+        the digits of first ones); ``atol`` 0.
+    full_output : bool
+        Return a `DiffResult` instead of warning.
+    on_failure : {"warn", "raise"}
+        A flagged entry gives an `AccuracyWarning` naming it, or an `AccuracyError`.
     batch_size : int, optional
         f receives stacks ``(k, *x.shape)`` and returns k values.
     chunk_size : int, optional
-        Perturbed copies built at once.
+        Perturbed copies built at once (stacked evaluation only).
     backend : str or Backend, optional
         Backend for x given as a list or NumPy array.
     dtype : {"float32", "float64"}, optional
@@ -221,8 +398,13 @@ def hessian(
 
     Returns
     -------
-    array
+    array or DiffResult
         Shape ``x.shape + x.shape``.
+
+    Raises
+    ------
+    HessianMemoryError
+        The result would not fit in the available memory (a MemoryError).
 
     Examples
     --------
@@ -232,87 +414,213 @@ def hessian(
     array([[ 4.,  2.],
            [ 2., 12.]])
     """
-    if not callable(f):
-        raise TypeError(f"f: expected a callable, found {type(f).__name__}")
-    h = _steps.check_step(h)
-    xa, b = as_float_array(x, backend=backend, dtype=dtype, name="x")
+    from xgrad.numdiff import DiffResult, _float_input
+
+    _check_callable(f)
+    h = _policy.check_step(h)
+    _policy.check_on_failure(on_failure)
+    _check_positive("chunk_size", chunk_size)
+    _check_positive("batch_size", batch_size)
+    xa, b = _float_input(x, backend, dtype)
     xp = b.xp
+    dname = b.dtype_name(xa.dtype)
+    r, a = _policy.check_tolerances(
+        rtol if rtol is not None else _policy.HESSIAN_RTOL.get(dname), atol, dname
+    )
     shape = tuple(xa.shape)
     n = math.prod(shape)
-    eps, _ = _steps.finfo(xp, xa.dtype)
-    chunk = _chunk(chunk_size, batch_size, n)
+    itemsize = 8 if dname == "float64" else 4
+    # The result, its error estimate, and the two step levels' pair values on the host.
+    need = n * n * (itemsize * 2 + 8 * 4)
+    avail = _available_bytes()
+    if avail is not None and need > avail:
+        raise HessianMemoryError(
+            f"x: a Hessian of {n:,} parameters needs about {need / 2**30:.1f} GiB "
+            f"({n}^2 entries with their error estimates) and {avail / 2**30:.1f} GiB are "
+            "available; pass fewer parameters, or use jacobian of a gradient in chunks"
+        )
+    eps, _ = _policy.finfo(xp, xa.dtype)
     flat = xp.reshape(xa, (-1,))
-    step = h * xp.ones_like(flat) if h is not None else eps**0.25 * xp.maximum(xp.abs(flat), 1.0)
-    up, down = flat + step, flat - step
-    hh = (up - down) / 2.0
-    hh_host = b.to_numpy(hh)
-    f0 = _steps.scalar_value(f(xa), b)
-    f0 = f0 if b.owns(f0) else b.asarray(f0)
-
-    def values(i: Any, u: Any, second: tuple[Any, Any] | None = None) -> Any:
-        out = []
-        m = i.shape[0]
-        for start in range(0, m, chunk):
-            sel = (slice(start, min(m, start + chunk)),)
-            sec = None if second is None else (second[0][sel], second[1][sel])
-            out.append(
-                _steps.eval_perturbed(
-                    f, b, flat, shape, (i[sel], u[sel]), sec, batch_size=batch_size
-                )
-            )
-        return out[0] if len(out) == 1 else xp.concat(out, axis=0)
-
-    all_idx = xp.arange(n, device=xa.device)
+    host = b.to_numpy(flat).astype(np.float64 if dname == "float64" else np.float32)
+    scale = np.maximum(np.abs(host), 1.0)
+    base = h if h is not None else None
+    steps = [np.full(n, base) if base is not None else _policy.second_step(eps, scale)]
+    if h is None:
+        steps.append(steps[0] / 2)
+    values = _HessianValues(f, b, xa, batch_size, chunk_size)
+    f0 = values.center()
+    estimates = []
     with quiet():
-        diag = (values(all_idx, up) - 2.0 * f0 + values(all_idx, down)) / (hh * hh)
-    diag = xp.astype(diag, xa.dtype)
-
-    def rows() -> Any:
-        for i in range(n):
-            cols = np.arange(i + 1, n)
-            if cols.size == 0:
-                yield i, None
-                continue
-            ii = b.asarray(np.full(cols.size, i, dtype=np.int64))
-            jj = b.asarray(cols.astype(np.int64))
-            ui, di = (
-                up[i] * xp.ones_like(jj, dtype=xa.dtype),
-                down[i] * xp.ones_like(jj, dtype=xa.dtype),
+        for st in steps:
+            up = (host + st).astype(host.dtype)
+            down = (host - st).astype(host.dtype)
+            hh = (up.astype(np.float64) - down.astype(np.float64)) / 2.0
+            fu, fd = values.singles(up), values.singles(down)
+            diag = (fu - 2.0 * f0 + fd) / (hh * hh)
+            # (f(++) - f(+0) - f(0+) + 2 f(0) - f(-0) - f(0-) + f(--)) / (2 h_i h_j):
+            # two evaluations per pair, the singles shared with the diagonal.
+            pp, mm = values.pairs(up, up), values.pairs(down, down)
+            single = fu + fd
+            off = (pp + mm - single[:, None] - single[None, :] + 2.0 * f0) / (
+                2.0 * np.outer(hh, hh)
             )
-            uj, dj = xp.take(up, jj, axis=0), xp.take(down, jj, axis=0)
-            with quiet():
-                total = (
-                    values(ii, ui, (jj, uj))
-                    - values(ii, ui, (jj, dj))
-                    - values(ii, di, (jj, uj))
-                    + values(ii, di, (jj, dj))
-                )
-                denom = b.asarray(4.0 * hh_host[i] * hh_host[i + 1 :], dtype=xa.dtype)
-                yield i, xp.astype(total, xa.dtype) / denom
+            est = off.copy()
+            np.fill_diagonal(est, diag)
+            estimates.append(est)
+    if h is not None:
+        hess_host = estimates[0]
+        err = np.full_like(hess_host, np.nan)
+        status = np.where(np.isfinite(hess_host), 0, int(DiffStatus.NOT_FINITE))
+    else:
+        coarse, fine = estimates
+        hess_host = fine + (fine - coarse) / 3.0
+        err = (
+            np.abs(fine - coarse)
+            + eps * 64.0 * abs(f0) / np.outer(steps[1], steps[1])
+            + eps * np.abs(hess_host)
+        )
+        finite = np.isfinite(hess_host) & np.isfinite(err)
+        big = np.max(np.abs(np.where(finite, hess_host, 0.0))) if n else 0.0
+        tol = (a or 0.0) + r * big
+        status = np.where(err <= tol, 0, int(DiffStatus.TOLERANCE_NOT_MET))
+        # A kink or jump: the second difference grows as h shrinks instead of settling.
+        grows = np.abs(fine) > 1.5 * np.abs(coarse) + tol
+        status = np.where((status != 0) & grows, int(DiffStatus.NOT_DIFFERENTIABLE), status)
+        status = np.where(finite, status, int(DiffStatus.NOT_FINITE))
+    hess = xp.reshape(b.asarray(hess_host, dtype=xa.dtype), (*shape, *shape))
+    status = status.reshape((*shape, *shape)).astype(np.int64)
+    if full_output:
+        return DiffResult(
+            hess,
+            xp.reshape(b.asarray(err, dtype=xa.dtype), (*shape, *shape)),
+            values.count,
+            "central",
+            steps[-1],
+            status,
+            status == 0,
+        )
+    if h is not None and not bool(np.all(status == 0)):
+        from xgrad.errors import NonFiniteError
 
-    hess = _symmetric(b, n, xa.dtype, xa.device, diag, rows())
-    if not bool(xp.all(xp.isfinite(hess))):
-        raise ValueError("f: not finite at some perturbation of x; the Hessian has inf/nan")
-    return xp.reshape(hess, (*shape, *shape))
+        raise NonFiniteError("f: not finite at some perturbation of x; the Hessian has inf/nan")
+    flag(
+        status,
+        hess_host.reshape(status.shape),
+        err.reshape(status.shape),
+        b.to_numpy(xa),
+        what="hessian",
+        rtol=r,
+        on_failure=on_failure,
+        x_axes=len(shape),
+    )
+    return hess
 
 
-def _symmetric(b: Backend, n: int, dtype: Any, device: Any, diag: Any, rows: Any) -> Any:
-    """(n, n) matrix from its diagonal and the rows of its strict upper triangle."""
-    xp = b.xp
-    out = xp.zeros((n, n), dtype=dtype, device=device)
-    if _steps.is_writeable(out):
-        for i, row in rows:
-            out[i, i] = diag[i]
-            if row is not None:
-                out[i, i + 1 :] = row
-                out[i + 1 :, i] = row
+class _HessianValues:
+    """f at x with one or two elements moved, as host float64 arrays.
+
+    In place on a private copy where the backend allows (two element writes per value,
+    no copy of x), else on stacked copies built with ``where``.
+    """
+
+    def __init__(
+        self,
+        f: Callable[[Any], Any],
+        b: Backend,
+        xa: Any,
+        batch_size: int | None,
+        chunk_size: int | None,
+    ) -> None:
+        xp = b.xp
+        self.f, self.b, self.xp = f, b, xp
+        self.shape = tuple(xa.shape)
+        self.n = math.prod(self.shape)
+        self.batch_size, self.chunk_size = batch_size, chunk_size
+        self.work = xp.asarray(xa, copy=True)
+        self.inplace = batch_size is None and is_writeable(self.work)
+        self.flat = xp.reshape(xa, (-1,))
+        self.orig = b.to_numpy(self.flat).tolist()
+        self.index = list(np.ndindex(*self.shape)) if self.shape else [()]
+        self.count = 0
+
+    def _scalar(self, out: Any) -> float:
+        value = scalar_value(out, self.b)
+        return float(self.b.to_numpy(value)) if self.b.owns(value) else float(value)
+
+    def center(self) -> float:
+        self.count += 1
+        return self._scalar(self.f(self.xp.asarray(self.work, copy=True)))
+
+    def singles(self, moved: np.ndarray) -> np.ndarray:
+        if self.inplace:
+            out = np.empty(self.n)
+            work, idx = self.work, self.index
+            for i in range(self.n):
+                try:
+                    work[idx[i]] = float(moved[i])
+                    out[i] = self._scalar(self.f(work))
+                finally:
+                    work[idx[i]] = self.orig[i]
+            self.count += self.n
+            return out
+        i = np.arange(self.n)
+        return self._stacked(i, moved, None, None)
+
+    def pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """(n, n) host array: entry (i, j), i < j, is f with x[i] = first[i], x[j] = second[j]."""
+        n = self.n
+        out = np.zeros((n, n))
+        if self.inplace:
+            work, idx, orig, f = self.work, self.index, self.orig, self.f
+            for i in range(n):
+                wi = idx[i]
+                try:
+                    work[wi] = float(first[i])
+                    for j in range(i + 1, n):
+                        wj = idx[j]
+                        try:
+                            work[wj] = float(second[j])
+                            out[i, j] = self._scalar(f(work))
+                        finally:
+                            work[wj] = orig[j]
+                finally:
+                    work[wi] = orig[i]
+            self.count += n * (n - 1) // 2
+        else:
+            ii, jj = np.triu_indices(n, 1)
+            if ii.size:
+                out[ii, jj] = self._stacked(ii, first[ii], jj, second[jj])
+        return out + out.T
+
+    def _stacked(
+        self, i: np.ndarray, u: np.ndarray, j: np.ndarray | None, v: np.ndarray | None
+    ) -> np.ndarray:
+        b, xp = self.b, self.xp
+        total = i.size
+        chunk = self.batch_size or self.chunk_size or max(1, min(total, 2**20 // max(self.n, 1)))
+        out = np.empty(total)
+        dt = self.flat.dtype
+        for start in range(0, total, chunk):
+            stop = min(total, start + chunk)
+            sel = slice(start, stop)
+            first = (b.asarray(i[sel].astype(np.int64)), b.asarray(u[sel], dtype=dt))
+            second = None
+            if j is not None and v is not None:
+                second = (b.asarray(j[sel].astype(np.int64)), b.asarray(v[sel], dtype=dt))
+            rows = perturbed_stack(xp, self.flat, first, second)
+            k = stop - start
+            if self.batch_size is not None:
+                res = self.f(xp.reshape(rows, (k, *self.shape)))
+                res = res if b.owns(res) else b.asarray(res)
+                if tuple(res.shape) != (k,):
+                    raise ArgumentError(
+                        f"f: with batch_size, f receives a stack of shape {(k, *self.shape)} "
+                        f"and must return {k} values, found shape {tuple(res.shape)}"
+                    )
+                out[sel] = b.to_numpy(res).astype(np.float64)
+            else:
+                out[sel] = [
+                    self._scalar(self.f(xp.reshape(rows[r, ...], self.shape))) for r in range(k)
+                ]
+        self.count += total
         return out
-    full = []
-    for i, row in rows:
-        parts = [xp.zeros((i,), dtype=dtype, device=device), diag[i : i + 1]]
-        if row is not None:
-            parts.append(row)
-        full.append(xp.concat(parts))
-    upper = xp.stack(full) if full else out
-    ar = xp.arange(n, device=device)
-    return xp.where(ar[:, None] <= ar[None, :], upper, xp.permute_dims(upper, (1, 0)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 from xgrad._arrays import as_float_array
 from xgrad.backends import Backend
 from xgrad.backends._base import DtypeLike
-from xgrad.errors import DivergenceError
+from xgrad.errors import ArgumentError, ArgumentTypeError, DivergenceError, NonFiniteError
 from xgrad.numdiff import numerical_gradient
 
 __all__ = ["DivergenceError", "gradient_descent"]
@@ -78,9 +79,12 @@ def gradient_descent(
     if not callable(f):
         raise TypeError(f"f: expected a callable, found {type(f).__name__}")
     if isinstance(lr, bool) or not isinstance(lr, int | float | np.floating):
-        raise TypeError(f"lr: expected a float, found {lr!r}")
+        raise ArgumentTypeError(f"lr: expected a positive float, found {lr!r}")
+    if not (math.isfinite(lr) and lr > 0):
+        # lr < 0 ascends and lr = 0 never moves: both are mistakes, never what was meant.
+        raise ArgumentError(f"lr: expected a positive finite float, found {lr!r}")
     if isinstance(step_num, bool) or not isinstance(step_num, int | np.integer) or step_num < 0:
-        raise ValueError(f"step_num: expected a non-negative int, found {step_num!r}")
+        raise ArgumentError(f"step_num: expected a non-negative int, found {step_num!r}")
     x0, b = as_float_array(init_x, backend=backend, dtype=dtype, name="init_x")
     xp = b.xp
     # A private, writeable copy: numerical_gradient perturbs it in place.
@@ -91,9 +95,7 @@ def gradient_descent(
             path.append(xp.asarray(x, copy=True))
         try:
             grad = numerical_gradient(f, x, h, method=method)
-        except ValueError as exc:
-            if "not finite" not in str(exc):
-                raise
+        except NonFiniteError as exc:
             raise DivergenceError(
                 f"gradient descent diverged at step {i + 1}: f is not finite near x ({exc})",
                 step=i + 1,

@@ -260,7 +260,11 @@ def _diff_scalar(
 ) -> Any:
     if not math.isfinite(x):
         raise ArgumentError(f"x: expected a finite number, found {x!r}")
-    r, a = _policy.check_tolerances(rtol, atol, "float64")
+    r, a = (
+        (_policy.default_rtol("float64"), None)
+        if rtol is None and atol is None
+        else _policy.check_tolerances(rtol, atol, "float64")
+    )
     if method == "complex":
         step = h if h is not None else _policy.complex_step(_EPS64, max(abs(x), 1.0))
         value = _call_complex(f, complex(x, step))
@@ -271,6 +275,12 @@ def _diff_scalar(
     elif h is not None:
         out = _explicit(ScalarOps(f, _EPS64), x, h, method, _EPS64, full_output, r, a)
     else:
+        if method == "central":
+            fast = _engine.first_stage_float(f, x, _EPS64, r, a)
+            if fast is not None:
+                if not full_output:
+                    return fast[0]
+                return DiffResult(fast[0], fast[1], 8, method, fast[2], 0, True)
         ops = ScalarOps(f, _EPS64)
         if method == "central":
             df, err, step, ok = _engine.first_stage(ops, x, _EPS64, r, a)
@@ -341,6 +351,9 @@ def _diff_array(
 
 
 def _float_input(x: Any, backend: Any, dtype: Any, name: str = "x") -> tuple[Any, Backend]:
+    given = str(getattr(x, "dtype", "")).rsplit(".", 1)[-1]
+    if dtype is None and given in ("float16", "bfloat16"):
+        _policy.default_rtol(given, name)  # the same refusal as for any dtype without a rule
     xa, b = as_float_array(x, backend=backend, dtype=dtype, name=name)
     _policy.default_rtol(b.dtype_name(xa.dtype), name)  # refuses dtypes it has no rule for
     return xa, b

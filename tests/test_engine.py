@@ -1,0 +1,353 @@
+"""The error-controlled engine: every default result is within its error, or it is flagged.
+
+Cases come from the issue that asked for the engine (each was silently wrong before it),
+from `xgrad.testing.hard_suite` on every backend row in both dtypes, and from outside that
+suite, so that the rules are not tuned to the cases they are judged on.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import xgrad
+from xgrad import (
+    AccuracyError,
+    AccuracyWarning,
+    DiffStatus,
+    NonFiniteError,
+    hessian,
+    jacobian,
+    numerical_diff,
+    numerical_gradient,
+)
+from xgrad.testing import hard_suite, smooth_suite
+
+WRONG = {"float64": 1e-8, "float32": 1e-2}
+
+
+def quietly(call, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AccuracyWarning)
+        return call(*args, **kwargs)
+
+
+# -- the issue's table ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("f", "x", "exact"),
+    [
+        (np.cos, 3e4, -math.sin(3e4)),
+        (lambda v: np.sin(3 * v), 5e3, 3 * math.cos(1.5e4)),
+        (np.exp, 600.0, math.exp(600.0)),
+        (np.log, 1e6, 1e-6),
+        (np.sqrt, 1e12, 0.5e-6),
+        (lambda v: 1.0 / v, 1e-8, -1e16),
+    ],
+)
+def test_issue_cases_are_right(f, x, exact) -> None:
+    r = numerical_diff(f, np.asarray(x), full_output=True)
+    assert bool(r.success)
+    assert abs(float(r.df) - exact) <= 1e-10 * abs(exact)
+    assert abs(float(r.df) - exact) <= float(r.error)
+    # The Python-float path gives the same bits.
+    assert quietly(numerical_diff, lambda v: float(f(np.float64(v))), x) == float(r.df)
+
+
+def test_issue_gradient_case() -> None:
+    g = numerical_gradient(lambda v: np.sum(np.sin(v)), np.array([2e4, 1.0]))
+    np.testing.assert_allclose(g, np.cos([2e4, 1.0]), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("f", "x"),
+    [
+        (lambda v: np.maximum(v, 0.0), 0.0),
+        (np.abs, 0.0),
+        (lambda v: np.where(v > 0, 1.0, 0.0), 0.0),
+        (np.sqrt, 0.0),
+        (np.cbrt, 0.0),
+        (lambda v: 1.0 / v, 0.0),
+        (lambda v: np.abs(v - 1e5), 1e5),
+        (lambda v: np.floor(v), 2.0),
+    ],
+)
+def test_no_derivative_is_never_success(f, x) -> None:
+    r = numerical_diff(f, np.asarray(x), full_output=True)
+    assert not bool(r.success)
+    assert int(r.status) in (DiffStatus.NOT_DIFFERENTIABLE, DiffStatus.NOT_FINITE)
+    with pytest.warns(AccuracyWarning, match="not differentiable|not finite"):
+        numerical_diff(f, np.asarray(x))
+
+
+def test_kink_at_relu_zero_is_flagged_with_its_status() -> None:
+    r = numerical_diff(lambda v: max(v, 0.0), 0.0, full_output=True)
+    assert r.status == DiffStatus.NOT_DIFFERENTIABLE and r.success is False
+
+
+def test_f_in_lower_precision_is_flagged_and_df_keeps_x_dtype() -> None:
+    x = np.array([0.5, 1.0, 2.0])
+    r = numerical_diff(lambda v: np.sin(v.astype(np.float32)), x, full_output=True)
+    assert r.df.dtype == np.float64
+    assert not np.any(r.success)
+    assert np.all(r.status == DiffStatus.NOISY)
+    inside = numerical_diff(
+        lambda v: np.sin(v.astype(np.float32)).astype(np.float64), x, full_output=True
+    )
+    wrong = np.abs(inside.df - np.cos(x)) > 1e-8
+    assert not np.any(wrong & inside.success)
+
+
+# -- the hard suite, every row, both dtypes ------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_hard_suite_right_or_flagged(backend, dtype) -> None:
+    if dtype == "float64" and not backend.supports_float64:
+        pytest.skip(f"{backend.name} has no float64 here")
+    xp = backend.xp
+    silently_wrong = []
+    for case in hard_suite(xp):
+        with np.errstate(over="ignore"):
+            point = np.asarray(case.point, dtype=dtype)
+        if not np.isfinite(point):
+            continue
+        x = backend.asarray(point, dtype=dtype)
+        try:
+            r = numerical_diff(case.f, x, full_output=True)
+        except NonFiniteError:
+            continue
+        if not bool(backend.to_numpy(r.success) if hasattr(r.success, "shape") else r.success):
+            continue
+        ref = case.reference(dtype)
+        df = float(backend.to_numpy(r.df))
+        scale = abs(ref) if ref else 1.0
+        if ref is None or not abs(df - ref) <= WRONG[dtype] * scale:
+            silently_wrong.append((case.name, df, ref))
+    assert silently_wrong == []
+
+
+def test_hard_suite_error_bars_cover_successes() -> None:
+    covered = total = 0
+    for dtype in ("float64", "float32"):
+        for case in hard_suite(np):
+            with np.errstate(over="ignore"):
+                x = np.asarray(case.point, dtype=dtype)
+            if not np.isfinite(x):
+                continue
+            try:
+                r = numerical_diff(case.f, x, full_output=True)
+            except NonFiniteError:
+                continue
+            ref = case.reference(dtype)
+            if bool(r.success) and ref is not None:
+                total += 1
+                covered += abs(float(r.df) - ref) <= float(r.error)
+    assert total > 100
+    assert covered >= 0.95 * total
+
+
+def test_cases_outside_the_suite() -> None:
+    cases = [
+        (lambda v: np.sin(7e3 * v) + v, 0.25, lambda v: 7e3 * math.cos(1750.0) + 1.0),
+        (lambda v: np.exp(-v) * 1e300, -5.0, lambda v: -math.exp(5.0) * 1e300),
+        (lambda v: v**-3, 1e-3, lambda v: -3e12),
+        (lambda v: np.log(v) ** 2, 1e200, lambda v: 2 * math.log(1e200) / 1e200),
+        (lambda v: np.arctan(1e6 * (v - 1.0)), 1.0 + 3e-7, lambda v: 1e6 / (1 + 0.09)),
+        (lambda v: np.tanh(v) * 1e-30, 0.3, lambda v: (1 - math.tanh(0.3) ** 2) * 1e-30),
+    ]
+    for f, x, df in cases:
+        r = numerical_diff(f, np.asarray(x), full_output=True)
+        exact = df(x)
+        if bool(r.success):
+            assert abs(float(r.df) - exact) <= 1e-8 * abs(exact), f(np.asarray(x))
+    # Kinks elsewhere than 0, in a vector with smooth neighbours.
+    x = np.array([1.0, 2.0, 3.0])
+    r = numerical_diff(lambda v: np.abs(v - 2.0) + v**2, x, full_output=True)
+    assert r.status.tolist() == [0, DiffStatus.NOT_DIFFERENTIABLE, 0]
+    np.testing.assert_allclose(r.df[[0, 2]], [2 * 1.0 - 1.0, 2 * 3.0 + 1.0], rtol=1e-12)
+
+
+# -- the smooth suite: accuracy and cost ---------------------------------------------------
+
+
+def test_smooth_suite_accuracy_and_evaluations() -> None:
+    errors, evaluations = [], []
+    for _name, f, df, point in smooth_suite(np):
+        calls = []
+
+        def counted(v, f=f, calls=calls):
+            calls.append(1)
+            return float(f(np.float64(v)))
+
+        value = numerical_diff(counted, point)
+        errors.append(abs(value - float(df(point))) / abs(float(df(point))))
+        evaluations.append(len(calls))
+    assert np.median(errors) <= 1e-13
+    assert max(errors) <= 1e-10
+    assert np.mean(evaluations) <= 11.5
+
+
+def test_smooth_suite_float32(backend) -> None:
+    xp = backend.xp
+    errors = []
+    for _name, f, df, point in smooth_suite(xp):
+        x = backend.asarray(np.float32(point), dtype="float32")
+        value = float(backend.to_numpy(numerical_diff(f, x)))
+        used = float(np.float32(point))
+        errors.append(abs(value - float(df(used))) / abs(float(df(used))))
+    assert np.median(errors) <= 2e-6
+
+
+def test_scalar_and_array_paths_agree_bit_for_bit() -> None:
+    for _name, f, _df, point in smooth_suite(np):
+        array = numerical_diff(f, np.array([point]))
+        scalar = numerical_diff(lambda v, f=f: float(f(np.float64(v))), point)
+        assert scalar == float(array[0])
+
+
+# -- flags: warning, error, full output -----------------------------------------------------
+
+
+def test_warning_names_element_and_points_at_caller() -> None:
+    x = np.array([1.0, 0.0, 2.0])
+    with pytest.warns(AccuracyWarning, match=r"x\[1\] = 0\.0.*estimate") as record:
+        numerical_diff(np.abs, x)
+    assert record[0].filename == __file__
+
+
+def test_on_failure_raise_and_full_output() -> None:
+    with pytest.raises(AccuracyError) as info:
+        numerical_diff(np.abs, np.array([0.0]), on_failure="raise")
+    assert isinstance(info.value, xgrad.XgradError)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = numerical_diff(np.abs, np.array([0.0, 1.0]), full_output=True)
+    assert r.success.tolist() == [False, True]
+
+
+def test_tolerances_are_keywords_with_checks() -> None:
+    r = numerical_diff(np.exp, np.array([1.0]), rtol=1e-3, full_output=True)
+    assert r.nfev == 8 and bool(r.success[0])
+    with pytest.raises(ValueError, match="rtol"):
+        numerical_diff(np.exp, 1.0, rtol=-1.0)
+    with pytest.raises(TypeError, match="atol"):
+        numerical_diff(np.exp, 1.0, atol="small")
+    with pytest.raises(ValueError, match="on_failure"):
+        numerical_diff(np.exp, 1.0, on_failure="ignore")
+
+
+def test_non_finite_error_carries_index_and_value() -> None:
+    with pytest.raises(NonFiniteError) as info:
+        numerical_diff(lambda v: np.where(v > 1.5, np.nan, v), np.array([1.0, 2.0]))
+    assert info.value.index == (1,) and info.value.value == 2.0
+    assert isinstance(info.value, ValueError)
+
+
+def test_zero_derivatives_are_not_flagged() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert numerical_diff(lambda v: v * v, 0.0) == 0.0
+        g = numerical_gradient(lambda v: v[0] ** 2, np.array([1.0, 5.0]))
+    np.testing.assert_allclose(g, [2.0, 0.0], rtol=1e-12)
+    # A zero only because the steps are too large (x below their resolution) is redone.
+    assert numerical_diff(lambda v: v * v, 1e-150) == pytest.approx(2e-150, rel=1e-12)
+
+
+def test_float16_is_refused_the_same_way() -> None:
+    x = np.array([1.0, 2.0], dtype=np.float16)
+    with pytest.raises(TypeError, match=r"x: expected float32 or float64.*float16"):
+        numerical_diff(lambda v: v * v, x)
+    with pytest.raises(TypeError, match=r"x: expected float32 or float64.*float16"):
+        numerical_gradient(lambda v: float(np.sum(v)), x)
+
+
+# -- gradients, Jacobians, Hessians ---------------------------------------------------------
+
+
+def test_gradient_flags_kinks_per_element(backend) -> None:
+    xp = backend.xp
+    x = backend.asarray([0.0, 1.5, -2.0])
+    r = numerical_gradient(lambda v: xp.sum(xp.abs(v)), x, full_output=True)
+    assert backend.to_numpy(r.status).tolist()[0] == DiffStatus.NOT_DIFFERENTIABLE
+    np.testing.assert_allclose(backend.to_numpy(r.df)[1:], [1.0, -1.0], rtol=1e-12)
+    with pytest.warns(AccuracyWarning, match=r"numerical_gradient: not differentiable at x\[0\]"):
+        numerical_gradient(lambda v: xp.sum(xp.abs(v)), x)
+
+
+def test_jacobian_flags_and_full_output(backend) -> None:
+    xp = backend.xp
+    x = backend.asarray([0.0, 2.0])
+    r = jacobian(lambda v: xp.abs(v) * v[1], x, full_output=True)
+    status = backend.to_numpy(r.status)
+    assert status[0, 0] == DiffStatus.NOT_DIFFERENTIABLE
+    assert status[1, 1] == 0 and status[1, 0] == 0
+    with pytest.warns(AccuracyWarning, match="jacobian"):
+        jacobian(lambda v: xp.abs(v) * v[1], x)
+
+
+def test_hessian_of_abs_is_flagged_not_16384() -> None:
+    with pytest.warns(AccuracyWarning, match="hessian"):
+        hessian(lambda v: np.sum(np.abs(v)), np.array([0.0, 1.0]))
+    r = hessian(lambda v: np.sum(np.abs(v)), np.array([0.0, 1.0]), full_output=True)
+    assert r.status[0, 0] != 0 and r.status[1, 1] == 0
+
+
+def test_hessian_is_the_jacobian_of_the_gradient() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(6)
+    a = rng.standard_normal((6, 6))
+
+    def f(v):
+        return np.sin(v) @ a @ np.cos(v) + np.sum(v**4)
+
+    def grad(v):
+        return numerical_gradient(f, np.array(v, copy=True))
+
+    h = hessian(f, x)
+    j = jacobian(grad, x, rtol=1e-4)
+    np.testing.assert_allclose(h, j, rtol=1e-5, atol=1e-5 * np.max(np.abs(h)))
+    np.testing.assert_allclose(h, h.T, rtol=0, atol=0)
+
+
+def test_hessian_refuses_what_does_not_fit_before_computing() -> None:
+    calls = []
+
+    def f(v):
+        calls.append(1)
+        return 0.0
+
+    with pytest.raises(MemoryError, match=r"x: a Hessian of 10,000,000 parameters"):
+        hessian(f, np.zeros(10_000_000))
+    assert calls == []
+
+
+def test_gradient_descent_refuses_bad_lr_and_catches_by_type() -> None:
+    with pytest.raises(ValueError, match="lr: expected a positive"):
+        xgrad.gradient_descent(lambda v: float(np.sum(v**2)), np.ones(2), lr=-0.1)
+    with pytest.raises(ValueError, match="lr: expected a positive"):
+        xgrad.gradient_descent(lambda v: float(np.sum(v**2)), np.ones(2), lr=0.0)
+    with pytest.raises(xgrad.DivergenceError) as info:
+        xgrad.gradient_descent(lambda v: float(np.sum(np.log(v))), np.array([-1.0, 2.0]))
+    assert isinstance(info.value.__cause__, NonFiniteError)
+
+
+def test_step_size_warning_points_at_caller() -> None:
+    with pytest.warns(xgrad.StepSizeWarning) as record:
+        numerical_diff(lambda v: v**2, np.array([1e17]), h=1.0)
+    assert record[0].filename == __file__
+    with pytest.warns(xgrad.StepSizeWarning) as record:
+        numerical_gradient(lambda v: float(np.sum(v**2)), np.array([1e17, 1.0]), h=1.0)
+    assert record[0].filename == __file__
+
+
+def test_jacobian_output_shape_that_varies_is_a_clear_error() -> None:
+    def f(v):
+        return v if v[0] == 1.0 else v[:1]
+
+    with pytest.raises(xgrad.ArgumentError, match=r"f: returned shape \(1,\).*\(2,\) at x"):
+        jacobian(f, np.array([1.0, 2.0]))
