@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as _device
 
+from xgrad import _policy
 from xgrad._arrays import as_float_array
 from xgrad._netgrad import structured_gradient as _structured_gradient
 from xgrad.backends import Backend, get_backend
@@ -59,11 +60,10 @@ def default_step(dtype: str) -> float:
     >>> default_step("float64"), default_step("float32")
     (0.0001, 0.001)
     """
-    if dtype == "float64":
-        return 1e-4
-    if dtype == "float32":
-        return 1e-3
-    raise ValueError(f"dtype: expected 'float32' or 'float64', found {dtype!r}")
+    step = _policy.NET_STEP.get(dtype)
+    if step is None:
+        raise ArgumentError(f"dtype: expected 'float32' or 'float64', found {dtype!r}")
+    return step
 
 
 def _shape(x: Any) -> tuple[int, ...]:
