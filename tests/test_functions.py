@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,37 @@ def test_mixed_backends_are_refused() -> None:
     strict = xgrad.get_backend("array_api_strict", "device1")
     with pytest.raises(ValueError, match="two backends or devices"):
         F.cross_entropy_error(strict.asarray(np.full(3, 1 / 3)), np.array([0, 0, 1]))
+
+
+def test_jax_float32_labels_do_not_warn_on_every_gradient() -> None:
+    # Before: labels were cast to int64, which JAX without x64 truncates to int32 with a
+    # UserWarning on every loss and gradient. A fresh process: the suite enables x64.
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    code = (
+        "import numpy as np\n"
+        "from xgrad.nn import TwoLayerNet\n"
+        "from xgrad import functions as F\n"
+        "net = TwoLayerNet(4, 3, 2, backend='jax', dtype='float32', seed=0)\n"
+        "x, t = np.ones((2, 4)), np.array([0, 1], dtype=np.uint8)\n"
+        "for _ in range(2):\n"
+        "    g = net.gradient(x, t)\n"
+        "    print(float(net.loss(x, t)), net.accuracy(x, t), g['W1'].dtype)\n"
+        "y = net.backend.asarray([[0.2, 0.8]], dtype='float32')\n"
+        "print(float(F.cross_entropy_error(y, net.backend.asarray(np.array([1], np.uint8)))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XGRAD_BACKEND"}
+    env["JAX_ENABLE_X64"] = "0"
+    res = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == lines[1] and lines[0].endswith("float32")
+    assert abs(float(lines[2]) - (-np.log(0.8 + 1e-7))) < 1e-6
