@@ -448,13 +448,19 @@ def first_stage(
 
 
 def first_stage_float(
-    f: Callable[[float], Any], x: float, eps: float, rtol: float, atol: float | None
+    f: Callable[[float], Any],
+    x: float,
+    eps: float,
+    rtol: float,
+    atol: float | None,
+    seed: Any = None,
 ) -> tuple[float, float, float] | None:
     """`first_stage` for a Python float and an f of Python floats, in a few microseconds.
 
     The same operations in the same order (tested to give the same bits), without the
     ops indirection. None where it does not apply or does not succeed: f returned
-    anything but floats, raised, or the result is not ``ok``; `search` decides then.
+    anything but floats, or the result is not ``ok``; `search` decides then, starting
+    from the values computed here (left in ``seed.preset`` when all eight are floats).
     """
     wide = abs(x)
     if wide < 1.0:
@@ -463,23 +469,25 @@ def first_stage_float(
     h1, h2, h3 = top * 0.5, top * 0.25, top * 0.125
     a0, a1, a2, a3 = x + top, x + h1, x + h2, x + h3
     b0, b1, b2, b3 = x - top, x - h1, x - h2, x - h3
-    try:
-        fa0 = f(a0)
-        if type(fa0) is not float:
+    values = []
+    for p in (a0, a1, a2, a3, b0, b1, b2, b3):
+        # A point outside f's domain (math.log raises) is nan, as in ScalarOps.
+        try:
+            v = f(p)
+        except (ArithmeticError, ValueError, RuntimeWarning):
+            v = math.nan
+        if type(v) is not float:
             return None
-        fa1, fa2, fa3, fb0, fb1, fb2, fb3 = f(a1), f(a2), f(a3), f(b0), f(b1), f(b2), f(b3)
-        if not (
-            type(fa1) is type(fa2) is type(fa3) is type(fb0) is type(fb1) is type(fb2) is float
-            and type(fb3) is float
-        ):
-            return None
-        d0 = (fa0 - fb0) / (a0 - b0)
-        d1 = (fa1 - fb1) / (a1 - b1)
-        d2 = (fa2 - fb2) / (a2 - b2)
-        w3 = a3 - b3
-        d3 = (fa3 - fb3) / w3
-    except (ArithmeticError, ValueError, TypeError, RuntimeWarning):
-        return None
+        values.append(v)
+    fa0, fa1, fa2, fa3, fb0, fb1, fb2, fb3 = values
+    if seed is not None:
+        seed.preset = {0: (fa0, fb0), 1: (fa1, fb1), 2: (fa2, fb2), 3: (fa3, fb3)}
+        seed.preset_top = top
+    d0 = (fa0 - fb0) / (a0 - b0)
+    d1 = (fa1 - fb1) / (a1 - b1)
+    d2 = (fa2 - fb2) / (a2 - b2)
+    w3 = a3 - b3
+    d3 = (fa3 - fb3) / w3
     t11 = d1 + (d1 - d0) / 3.0
     t21 = d2 + (d2 - d1) / 3.0
     t31 = d3 + (d3 - d2) / 3.0

@@ -162,7 +162,11 @@ class _ArrayMath:
         self.tiny = float(xp.finfo(like.dtype).smallest_normal)
         # Backends that flush subnormal results to zero (XLA on CPU) lose the rounding
         # terms of values near the underflow threshold: no error below tiny / eps there.
-        probe = xp.asarray(self.tiny, dtype=like.dtype, device=like.device) / 4.0
+        if xp.isdtype(like.dtype, "real floating"):
+            real = like.dtype
+        else:  # the complex copies of method="complex"
+            real = xp.float64 if self.eps_f < 1e-10 else xp.float32
+        probe = xp.asarray(self.tiny, dtype=real, device=like.device) / 4.0
         self.err_floor = self.tiny / self.eps_f if not bool(probe > 0.0) else 0.0
         self.low_precision = False
         # Values of f the first stage computed, by level, for the search to reuse.

@@ -172,7 +172,7 @@ def numerical_diff(
     >>> bool(r.success), abs(r.df + math.sin(3e4)) <= r.error
     (True, True)
     >>> r = numerical_diff(lambda v: max(v, 0.0), 0.0, full_output=True)
-    >>> r.status == xgrad.DiffStatus.NOT_DIFFERENTIABLE
+    >>> r.status == DiffStatus.NOT_DIFFERENTIABLE
     True
     """
     if not callable(f):
@@ -275,19 +275,19 @@ def _diff_scalar(
     elif h is not None:
         out = _explicit(ScalarOps(f, _EPS64), x, h, method, _EPS64, full_output, r, a)
     else:
+        ops = ScalarOps(f, _EPS64)
         if method == "central":
-            fast = _engine.first_stage_float(f, x, _EPS64, r, a)
+            fast = _engine.first_stage_float(f, x, _EPS64, r, a, seed=ops)
             if fast is not None:
                 if not full_output:
                     return fast[0]
                 return DiffResult(fast[0], fast[1], 8, method, fast[2], 0, True)
-        ops = ScalarOps(f, _EPS64)
-        if method == "central":
-            df, err, step, ok = _engine.first_stage(ops, x, _EPS64, r, a)
-            if ok:
-                if not full_output:
-                    return float(df)
-                return DiffResult(df, err, 8, method, step, 0, True)
+            if not ops.preset:
+                df, err, step, ok = _engine.first_stage(ops, x, _EPS64, r, a)
+                if ok:
+                    if not full_output:
+                        return float(df)
+                    return DiffResult(df, err, 8, method, step, 0, True)
         out = _engine.search(
             ops, x, method, _EPS64, _TINY64, r, a, f0=lambda: ops.evaluate([x], True)[0]
         )
