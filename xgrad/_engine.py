@@ -298,8 +298,9 @@ def _search(
     best = _Best(ops, rtol, atol, normwise, wide, eps)
     # Relative steps stay normal numbers; x = 0 has no relative scale.
     narrow = ops.where(ax < 1.0, ops.where(ax > 0.0, ops.maximum(ax, math.sqrt(tiny)), 1.0), 1.0)
-    top_wide = wide * _policy.TOP
-    top_narrow = ops.minimum(narrow * _policy.TOP, top_wide * (0.5**_policy.FIRST_LEVELS))
+    first_step = _policy.top(eps)
+    top_wide = wide * first_step
+    top_narrow = ops.minimum(narrow * first_step, top_wide * (0.5**_policy.FIRST_LEVELS))
     center: Any = None
     if not central:
         center = f0() if f0 is not None else None
@@ -408,36 +409,70 @@ def first_stage(
     the same estimate or one of its neighbours); elsewhere run `search`.
     """
     wide = ops.maximum(ops.abs(x), 1.0)
-    top = wide * _policy.TOP
+    top = wide * _policy.top(eps)
     h1, h2, h3 = top * 0.5, top * 0.25, top * 0.125
     pts = [x + top, x + h1, x + h2, x + h3, x - top, x - h1, x - h2, x - h3]
     fa0, fa1, fa2, fa3, fb0, fb1, fb2, fb3 = ops.evaluate(pts, True)
     # Should the search run, its wide tableau starts from these values.
-    ops.preset = {0: (fa0, fb0), 1: (fa1, fb1), 2: (fa2, fb2), 3: (fa3, fb3)}
+    fa_fb = [(fa0, fb0), (fa1, fb1), (fa2, fb2), (fa3, fb3)]
+    ops.preset = dict(enumerate(fa_fb))
     ops.preset_top = top
     if ops.low_precision:
         return x, x, x, ops.full_entry(False)
+    # Augmented assignments on fresh temporaries: the same operations in the same order
+    # as first_stage_float (so the same bits), without an allocation per operation
+    # (immutable arrays, JAX's, rebind instead).
     with ops.quiet():
-        d0 = (fa0 - fb0) / (pts[0] - pts[4])
-        d1 = (fa1 - fb1) / (pts[1] - pts[5])
-        d2 = (fa2 - fb2) / (pts[2] - pts[6])
+        d = []
+        for k in range(4):
+            dk = fa_fb[k][0] - fa_fb[k][1]
+            dk /= pts[k] - pts[k + 4]
+            d.append(dk)
+        d0, d1, d2, d3 = d
         w3 = pts[3] - pts[7]
-        d3 = (fa3 - fb3) / w3
-        t11 = d1 + (d1 - d0) / 3.0
-        t21 = d2 + (d2 - d1) / 3.0
-        t31 = d3 + (d3 - d2) / 3.0
-        t22 = t21 + (t21 - t11) / 15.0
-        t32 = t31 + (t31 - t21) / 15.0
-        t33 = t32 + (t32 - t22) / 63.0
-        big3 = ops.maximum(ops.abs(fa3), ops.abs(fb3))
+        t11 = d1 - d0
+        t11 /= 3.0
+        t11 += d1
+        t21 = d2 - d1
+        t21 /= 3.0
+        t21 += d2
+        t31 = d3 - d2
+        t31 /= 3.0
+        t31 += d3
+        t22 = t21 - t11
+        t22 /= 15.0
+        t22 += t21
+        t32 = t31 - t21
+        t32 /= 15.0
+        t32 += t31
+        t33 = t32 - t22
+        t33 /= 63.0
+        t33 += t32
         err = ops.maximum(ops.abs(t33 - t32), ops.abs(t33 - t22))
-        err = err + (4.0 * eps) * big3 / ops.abs(w3) + eps * ops.abs(t33) + ops.err_floor
-        tol = rtol * ops.abs(t33)
+        rounding = ops.maximum(ops.abs(fa3), ops.abs(fb3))
+        rounding *= 4.0 * eps
+        rounding /= ops.abs(w3)
+        err += rounding
+        size = ops.abs(t33)
+        err += eps * size
+        if ops.err_floor:
+            err += ops.err_floor
+        tol = rtol * size
         if atol is not None:
-            tol = tol + atol
+            tol += atol
         s1, s2, s3 = fa1 + fb1, fa2 + fb2, fa3 + fb3
-        j2 = -2.0 * ((fa0 + fb0 - s1) - 4.0 * (s1 - s2)) / top
-        j3 = -2.0 * ((s1 - s2) - 4.0 * (s2 - s3)) / h1
+        inner = s1 - s2
+        inner *= 4.0
+        j2 = fa0 + fb0 - s1
+        j2 -= inner
+        j2 *= -2.0
+        j2 /= top
+        inner = s2 - s3
+        inner *= 4.0
+        j3 = s1 - s2
+        j3 -= inner
+        j3 *= -2.0
+        j3 /= h1
         big = ops.maximum(ops.abs(s1), ops.maximum(ops.abs(s2), ops.abs(s3)))
         aj3 = ops.abs(j3)
         jump = (aj3 * h1 > (64.0 * eps) * big) & (aj3 > 0.5 * ops.abs(j2))
@@ -465,7 +500,7 @@ def first_stage_float(
     wide = abs(x)
     if wide < 1.0:
         wide = 1.0
-    top = wide * 0.125
+    top = wide * _policy.TOP
     h1, h2, h3 = top * 0.5, top * 0.25, top * 0.125
     a0, a1, a2, a3 = x + top, x + h1, x + h2, x + h3
     b0, b1, b2, b3 = x - top, x - h1, x - h2, x - h3

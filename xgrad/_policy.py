@@ -35,6 +35,7 @@ __all__ = [
     "RESOLVED",
     "STALL_LEVELS",
     "TOP",
+    "TOP32",
     "DiffStatus",
     "Stencil",
     "check_method",
@@ -50,6 +51,7 @@ __all__ = [
     "reference_step",
     "representable",
     "second_step",
+    "top",
 ]
 
 
@@ -102,9 +104,20 @@ METHODS: dict[str, Stencil] = {
 }
 
 # -- the search (see the module docstring) ----------------------------------------------
-#: First step, as a fraction of the scale. Large enough that the 6th-order tableau entries
+#: First step, as a fraction of the scale. Large enough that the 8th-order tableau entries
 #: reach ~1e-14 on smooth f, small enough that most f are resolved at the first scale.
+#: float32 uses the same: one halving higher would cut its rounding (smooth-suite median
+#: 9e-7 instead of 1.6e-6) but lets oscillatory f alias into false agreement at its looser
+#: tolerance (cos(1e3 x) at 0.3 passed as -5.3 instead of 1000).
 TOP = 1.0 / 8.0
+TOP32 = 1.0 / 8.0
+
+
+def top(eps: float) -> float:
+    """The first step of the search, as a fraction of the scale, for a dtype's eps."""
+    return TOP if eps < 1e-10 else TOP32
+
+
 #: Levels (pairs of evaluations) computed at each scale before looking at the other one.
 FIRST_LEVELS = 4
 #: Most levels at one scale (steps down to TOP * 2**-23 * scale).
