@@ -544,6 +544,10 @@ class _HessianValues:
         self.count = 0
 
     def _scalar(self, out: Any) -> float:
+        if type(out) is float:  # the common case, without the checks below (per pair)
+            return out
+        if isinstance(out, np.floating) and out.dtype.itemsize >= 4:
+            return float(out)
         value = scalar_value(out, self.b)
         return float(self.b.to_numpy(value)) if self.b.owns(value) else float(value)
 
