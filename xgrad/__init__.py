@@ -12,6 +12,7 @@ from typing import Any
 from xgrad.backends import (
     Backend,
     BackendUnavailableError,
+    BackendWarning,
     available_backends,
     get_backend,
     register_backend,
@@ -60,6 +61,7 @@ _SUBMODULES = ("errors", "functions", "layers", "nn", "optim", "datasets", "trai
 __all__ = [
     "Backend",
     "BackendUnavailableError",
+    "BackendWarning",
     "available_backends",
     "get_backend",
     "register_backend",

@@ -413,6 +413,7 @@ def first_stage(
     h1, h2, h3 = top * 0.5, top * 0.25, top * 0.125
     pts = [x + top, x + h1, x + h2, x + h3, x - top, x - h1, x - h2, x - h3]
     fa0, fa1, fa2, fa3, fb0, fb1, fb2, fb3 = ops.evaluate(pts, True)
+    del h2
     # Should the search run, its wide tableau starts from these values.
     fa_fb = [(fa0, fb0), (fa1, fb1), (fa2, fb2), (fa3, fb3)]
     ops.preset = dict(enumerate(fa_fb))
@@ -448,7 +449,9 @@ def first_stage(
         t33 = t32 - t22
         t33 /= 63.0
         t33 += t32
-        err = ops.maximum(ops.abs(t33 - t32), ops.abs(t33 - t22))
+        # Numerical Recipes' max(|T33 - T32|, |T33 - T22|) is always the second: T33 - T32
+        # is (T32 - T22) / 63, T33 - T22 is 64 / 63 of it.
+        err = ops.abs(t33 - t22)
         rounding = ops.maximum(ops.abs(fa3), ops.abs(fb3))
         rounding *= 4.0 * eps
         rounding /= ops.abs(w3)
@@ -530,8 +533,7 @@ def first_stage_float(
     t32 = t31 + (t31 - t21) / 15.0
     t33 = t32 + (t32 - t22) / 63.0
     big3 = abs(fa3) if abs(fa3) >= abs(fb3) else abs(fb3)
-    e1, e2 = abs(t33 - t32), abs(t33 - t22)
-    err = (e1 if e1 >= e2 else e2) + (4.0 * eps) * big3 / abs(w3) + eps * abs(t33)
+    err = abs(t33 - t22) + (4.0 * eps) * big3 / abs(w3) + eps * abs(t33)
     tol = rtol * abs(t33)
     if atol is not None:
         tol = tol + atol

@@ -39,6 +39,7 @@ from array_api_compat import device as _device
 from xgrad import _policy
 from xgrad._arrays import as_float_array, to_numpy
 from xgrad.backends import Backend, resolve_backend
+from xgrad.errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["GradcheckResult", "ParamCheck", "gradcheck"]
 
@@ -167,7 +168,7 @@ def _scalar(value: Any, what: str) -> float:
     try:
         out = float(to_numpy(value))
     except (TypeError, ValueError) as exc:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{what}: expected a scalar result, found {type(value).__name__} ({exc})"
         ) from None
     return out
@@ -293,25 +294,27 @@ def gradcheck(
     False
     """
     if method not in _METHODS:
-        raise ValueError(f"method: expected one of {_METHODS}, found {method!r}")
+        raise ArgumentError(f"method: expected one of {_METHODS}, found {method!r}")
     if _is_model(target):
         if len(inputs) != 2 or grad is not None:
-            raise TypeError("gradcheck(model, x, t): a model takes exactly x and t, no grad=")
+            raise ArgumentTypeError(
+                "gradcheck(model, x, t): a model takes exactly x and t, no grad="
+            )
         return _check_model(target, inputs[0], inputs[1], h, rtol, method, backend)
     if not callable(target):
-        raise TypeError(
+        raise ArgumentTypeError(
             "target: expected a model (params, loss, gradient) or a scalar function, found"
             f" {type(target).__name__}"
         )
     if len(inputs) != 1 or grad is None:
-        raise TypeError("gradcheck(f, x, grad=g): a function takes one input x and grad=")
+        raise ArgumentTypeError("gradcheck(f, x, grad=g): a function takes one input x and grad=")
     return _check_function(target, inputs[0], grad, h, rtol, method, backend)
 
 
 def _resolve_method(method: str, dtype: str, b: Backend, can_upcast: bool) -> str:
     if method != "auto":
         if method == "float64" and not b.supports_float64:
-            raise ValueError(f"method: float64 is not available on {b.name}: {b.float64_error}")
+            raise ArgumentError(f"method: float64 is not available on {b.name}: {b.float64_error}")
         return method
     if dtype == "float64":
         return "central"
@@ -325,11 +328,11 @@ def _defaults(method: str, dtype: str, h: float | None, rtol: float | None) -> t
             "float64" if method == "float64" else dtype,
         )
     if not (isinstance(h, int | float) and math.isfinite(h) and h > 0):
-        raise ValueError(f"h: expected a finite number > 0, found {h!r}")
+        raise ArgumentError(f"h: expected a finite number > 0, found {h!r}")
     if rtol is None:
         rtol = _RTOL[dtype]
     if not (isinstance(rtol, int | float) and rtol > 0):
-        raise ValueError(f"rtol: expected a number > 0, found {rtol!r}")
+        raise ArgumentError(f"rtol: expected a number > 0, found {rtol!r}")
     return float(h), float(rtol)
 
 
@@ -357,7 +360,9 @@ def _compare(
 ) -> ParamCheck:
     a = to_numpy(analytic).astype(np.float64)
     if a.shape != reference.shape:
-        raise ValueError(f"gradient[{name!r}]: expected shape {reference.shape}, found {a.shape}")
+        raise ArgumentError(
+            f"gradient[{name!r}]: expected shape {reference.shape}, found {a.shape}"
+        )
     diff = np.abs(a - reference)
     scale = float(np.max(np.abs(reference), initial=0.0)) or float(np.max(np.abs(a), initial=0.0))
     limit = rtol * scale
@@ -412,12 +417,12 @@ def _check_model(
 ) -> GradcheckResult:
     params = model.params
     if not isinstance(params, dict) or not params:
-        raise TypeError("model.params: expected a non-empty dict of arrays")
+        raise ArgumentTypeError("model.params: expected a non-empty dict of arrays")
     first = next(iter(params.values()))
     b = resolve_backend(backend, first)
     dtype = b.dtype_name(first.dtype)
     if dtype not in _RTOL:
-        raise TypeError(f"model.params: expected float32 or float64 arrays, found {dtype}")
+        raise ArgumentTypeError(f"model.params: expected float32 or float64 arrays, found {dtype}")
     method = _resolve_method(method, dtype, b, callable(getattr(model, "astype", None)))
     h, rtol = _defaults(method, dtype, h, rtol)
     if method == "float64" and dtype == "float32":
@@ -428,7 +433,7 @@ def _check_model(
     ref_model = model.astype("float64") if method == "float64" else model
     reference, spread = _reference(lambda s: _model_differences(ref_model, x, t, s), method, h)
     if set(analytic) != set(reference):
-        raise ValueError(
+        raise ArgumentError(
             f"model.gradient: expected keys {sorted(reference)}, found {sorted(analytic)}"
         )
     rows = {k: _compare(k, analytic[k], reference[k], spread[k], rtol) for k in reference}

@@ -77,7 +77,7 @@ def gradient_descent(
     True
     """
     if not callable(f):
-        raise TypeError(f"f: expected a callable, found {type(f).__name__}")
+        raise ArgumentTypeError(f"f: expected a callable, found {type(f).__name__}")
     if isinstance(lr, bool) or not isinstance(lr, int | float | np.floating):
         raise ArgumentTypeError(f"lr: expected a positive float, found {lr!r}")
     if not (math.isfinite(lr) and lr > 0):

@@ -178,7 +178,7 @@ def plot_history(history: dict[str, Any], out: str | os.PathLike[str]) -> list[P
     """Write the book's two figures: ``loss.png`` (loss per iteration) and ``accuracy.png``.
 
     Returns the files written; an empty list if matplotlib is not installed
-    (``pip install 'xgrad[plot]'``).
+    (``pip install -e ".[plot]" in a checkout``).
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -504,7 +504,8 @@ def train(
         run would have. Without ``resume``, an ``out`` that holds any file of a run is
         refused (`RunExistsError`): nothing there is overwritten.
     plot : bool
-        Write the two figures at the end (needs matplotlib: ``pip install 'xgrad[plot]'``).
+        Write the two figures at the end (needs matplotlib; in a checkout:
+        ``pip install -e ".[plot]"``).
     download : bool
         Allow downloading the data set.
     quiet, progress, stream
@@ -779,7 +780,7 @@ def train(
                         _warned_no_matplotlib = True
                         show.note(
                             "xgrad train: matplotlib is not installed, so no figures were "
-                            "written (pip install 'xgrad[plot]')"
+                            "written (in a checkout: pip install -e '.[plot]')"
                         )
                     files += pngs
         except KeyboardInterrupt as exc:
