@@ -483,3 +483,23 @@ def test_a_label_outside_the_classes_is_refused(data_dir: Path, tmp_path: Path) 
     err = one_error_line(cli(*train_args(tmp_path / "bad", tmp_path / "run")))
     assert NAMES["test_labels"] in err and "12" in err
     assert not (tmp_path / "run" / "history.json").exists()
+
+
+@pytest.mark.parametrize("bad", [["--iters", "0"], ["--data-dir", "/nonexistent/xgrad-data"]])
+def test_failed_run_leaves_no_default_directory(data_dir: Path, tmp_path: Path, bad) -> None:
+    """Each refused attempt used to leave an empty xgrad-runs/<dataset>-<time> behind."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    args = ["train", "--data-dir", str(data_dir), "--no-download", "--no-plot", *bad]
+    proc = subprocess.run(
+        [sys.executable, "-m", "xgrad.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    runs = tmp_path / "xgrad-runs"
+    assert not runs.exists() or list(runs.iterdir()) == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from xgrad.commands._options import add_data_arguments, add_device_arguments, add_net_arguments
@@ -72,6 +74,23 @@ def _default_out(dataset: str) -> Path:
             path = base.with_name(f"{base.name}-{n}")
 
 
+@contextlib.contextmanager
+def _removed_if_unused(out: Path, *, created: bool) -> Iterator[None]:
+    """Remove the default run directory again if the run fails before writing into it.
+
+    A refused argument or missing data would otherwise leave an empty
+    ``xgrad-runs/<dataset>-<time>`` behind for every failed attempt. ``rmdir`` removes
+    only an empty directory, so nothing a run wrote is ever lost.
+    """
+    try:
+        yield
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
 def run(args: argparse.Namespace) -> int:
     from xgrad._rundir import sigterm_as_interrupt
     from xgrad.errors import ArgumentError
@@ -82,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(args.dataset)
     # SIGTERM (kill, systemd, a batch scheduler) stops the run like Ctrl-C: the checkpoint
     # stays, the lock is released, and the message says how to resume.
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt(), _removed_if_unused(out, created=not args.out):
         result = train(
             dataset=args.dataset,
             data_dir=args.data_dir,
