@@ -340,6 +340,36 @@ def test_progress_bar_and_quiet() -> None:
     assert silent.getvalue() == ""
 
 
+def test_eta_and_per_iteration_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar's ETA is the measured rate over the iterations left plus the evaluations left."""
+    import xgrad.training as training
+
+    shown: list[tuple[int, float | None]] = []
+    real = training._Progress.update
+
+    def spy(self, done, loss, rate, eta_s=None):  # type: ignore[no-untyped-def]
+        shown.append((done, eta_s, rate))
+        return real(self, done, loss, rate, eta_s)
+
+    monkeypatch.setattr(training._Progress, "update", spy)
+    bar = io.StringIO()
+    result = train(**{**CONFIG, "quiet": False}, progress=True, stream=bar)
+    times = result.history["timings"]["iter_s"]
+    assert len(times) == CONFIG["iters"] and all(t > 0 for t in times)
+    assert sum(times) == pytest.approx(result.history["timings"]["train_s"], rel=1e-9)
+    iters, per_epoch = CONFIG["iters"], 10  # 100 training samples, batches of 10
+    first_eval = result.history["timings"]["epoch_eval_s"][0]
+    done, eta, rate = shown[0]
+    # Still to come after iteration 1: evaluations at indices 10, 20, 30, 40, and the final
+    # one after iteration 50 (index 49 is not an epoch start).
+    later = [i for i in range(iters) if i % per_epoch == 0 and i >= done] + [iters]
+    assert eta == pytest.approx((iters - done) / rate + len(later) * first_eval, rel=1e-9)
+    done, eta, rate = shown[-1]
+    assert done == iters and eta is not None
+    assert "ETA" in bar.getvalue()
+    assert training.format_duration(3725) == "1h02m"
+
+
 # -- bad input ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),

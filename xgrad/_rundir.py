@@ -511,12 +511,16 @@ def check_history(history: Any, iteration: int, *, first: int = 1) -> None:
     timings = history["timings"]
     if (
         not isinstance(timings, dict)
-        or not _TIMING_KEYS <= set(timings) <= {*_TIMING_KEYS, "iters_per_s"}
+        or not _TIMING_KEYS <= set(timings) <= {*_TIMING_KEYS, "iters_per_s", "iter_s"}
         or not all(_is_number(timings[k]) for k in _TIMING_KEYS - {"epoch_eval_s"})
         or not isinstance(timings["epoch_eval_s"], list)
         or len(timings["epoch_eval_s"]) != len(epochs)
         or not all(_is_number(v) for v in timings["epoch_eval_s"])
         or not (timings.get("iters_per_s") is None or _is_number(timings["iters_per_s"]))
+        # Per-iteration seconds; older runs have none, so fewer than the iterations done.
+        or not isinstance(timings.get("iter_s", []), list)
+        or len(timings.get("iter_s", [])) > len(losses)
+        or not all(_is_number(v) and v >= 0 for v in timings.get("iter_s", []))
     ):
         raise ValueError("history['timings'] is damaged")
     finished = history["finished"]

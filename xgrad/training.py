@@ -131,6 +131,20 @@ def _scalar(backend: Backend, value: Any) -> float:
     return float(value) if isinstance(value, int | float) else float(backend.to_numpy(value))
 
 
+def format_duration(seconds: float) -> str:
+    """``42s``, ``3m05s`` or ``1h02m``: a progress bar's remaining time.
+
+    >>> format_duration(42.4), format_duration(185), format_duration(3725)
+    ('42s', '3m05s', '1h02m')
+    """
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 class _Progress:
     """A one-line progress bar on a terminal, epoch lines otherwise; silent when quiet."""
 
@@ -150,7 +164,7 @@ class _Progress:
             self.clear()
             print(text, file=self.stream, flush=True)
 
-    def update(self, done: int, loss: float, rate: float) -> None:
+    def update(self, done: int, loss: float, rate: float, eta_s: float | None = None) -> None:
         now = time.perf_counter()
         if not self.bar or (now - self.shown < 0.1 and done < self.total):
             return
@@ -160,6 +174,8 @@ class _Progress:
             f"{done}/{self.total} [{'#' * filled}{'.' * (24 - filled)}] "
             f"{100 * done / max(self.total, 1):3.0f}%  loss {loss:.4f}  {rate:.1f} it/s"
         )
+        if eta_s is not None and done < self.total and math.isfinite(eta_s):
+            line += f"  ETA {format_duration(eta_s)}"
         self.stream.write("\r" + line.ljust(self.width))
         self.stream.flush()
         self.width = len(line)
@@ -662,6 +678,7 @@ def train(
                 "eval_s": 0.0,
                 "total_s": 0.0,
                 "epoch_eval_s": [],
+                "iter_s": [],
             },
             "iterations_done": 0,
             "finished": False,
@@ -689,6 +706,7 @@ def train(
 
         last_checkpoint = start if out_dir is not None and start else None
         timings = history["timings"]
+        timings.setdefault("iter_s", [])  # a run checkpointed before they were recorded
         session_iters, session_train_s = 0, 0.0
         loss = math.nan
         errstate = np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore")
@@ -708,6 +726,7 @@ def train(
                     loss = _scalar(b, net.loss(x_batch, t_batch))
                     dt = time.perf_counter() - t0
                     timings["train_s"] += dt
+                    timings["iter_s"].append(dt)
                     session_train_s += dt
                     session_iters += 1
                     if not math.isfinite(loss):
@@ -748,7 +767,17 @@ def train(
                             t_start = time.perf_counter()
                             checkpoint(done)
                             last_checkpoint = done
-                    show.update(done, loss, session_iters / max(session_train_s, 1e-9))
+                    rate = session_iters / max(session_train_s, 1e-9)
+                    # Honest: the iterations left at this session's measured rate, plus the
+                    # evaluations still to come at the measured cost of one.
+                    evals = timings["epoch_eval_s"]
+                    # Epoch evaluations come at iteration indices 0, ipe, 2 ipe...; one more
+                    # at the end unless the last iteration is such an index.
+                    next_eval = -(-done // iter_per_epoch) * iter_per_epoch
+                    evals_left = len(range(next_eval, iters, iter_per_epoch))
+                    evals_left += 1 if (iters - 1) % iter_per_epoch else 0
+                    eval_cost = sum(evals) / len(evals) if evals else 0.0
+                    show.update(done, loss, rate, (iters - done) / rate + evals_left * eval_cost)
                     if callback is not None:
                         callback(TrainStep(done, loss, net, opt, history))
             show.clear()
