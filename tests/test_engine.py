@@ -224,6 +224,8 @@ def test_on_failure_raise_and_full_output() -> None:
     with pytest.raises(AccuracyError) as info:
         numerical_diff(np.abs, np.array([0.0]), on_failure="raise")
     assert isinstance(info.value, xgrad.XgradError)
+    assert info.value.result.success.tolist() == [False]
+    assert info.value.result.status.tolist() == [DiffStatus.NOT_DIFFERENTIABLE]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         r = numerical_diff(np.abs, np.array([0.0, 1.0]), full_output=True)

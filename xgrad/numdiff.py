@@ -19,7 +19,14 @@ import numpy as np
 
 from xgrad import _engine, _policy
 from xgrad._arrays import as_float_array
-from xgrad._evaluators import ElementwiseOps, PerturbOps, ScalarOps, is_writeable, quiet
+from xgrad._evaluators import (
+    ElementwiseOps,
+    PerturbOps,
+    ScalarOps,
+    is_writeable,
+    quiet,
+    scalar_value,
+)
 from xgrad._flags import flag, warn
 from xgrad._policy import DiffStatus
 from xgrad.backends import Backend, resolve_backend
@@ -225,7 +232,7 @@ def _finish(
         what=what,
         rtol=rtol,
         on_failure=on_failure,
-        result=(lambda: _result(out, method, status)),
+        result=_result(out, method, status) if on_failure == "raise" else None,
     )
     return out.df
 
@@ -711,8 +718,6 @@ def _gradient(
 
 def _f_at(call: Callable[[Any], Any], arr: Any, b: Backend, batch_size: int | None) -> Any:
     """f at the unperturbed x, as an array of the backend."""
-    from xgrad._evaluators import scalar_value
-
     if batch_size is not None:
         out = call(arr[None, ...])
         out = out if b.owns(out) else b.asarray(out)
