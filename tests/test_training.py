@@ -624,3 +624,109 @@ def test_a_label_outside_num_classes_names_its_file(tmp_path: Path) -> None:
     pattern = rf"^{re.escape(str(label_file))}: t_train holds label 3 \(at index 3"
     with pytest.raises(ArgumentError, match=pattern):
         train(**config, num_classes=3)
+
+
+# -- host synchronizations on an accelerator ---------------------------------------------------
+@pytest.fixture
+def host_transfers(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts of device-to-host and host-to-device transfers, on torch tensors.
+
+    Every way Python can read a tensor's value counts (``float()``, ``item()``, ``numpy()``
+    ...): on a GPU each one waits for the queued kernels. Host arrays given to
+    ``Backend.asarray`` count as host-to-device (a pageable copy that waits as well).
+    """
+    torch = pytest.importorskip("torch")
+    counts = {"to_host": 0, "to_device": 0}
+    for name in ("__float__", "__int__", "__bool__", "__index__", "item", "numpy", "tolist"):
+        real = getattr(torch.Tensor, name)
+
+        def counting(self: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            counts["to_host"] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    real_asarray = xgrad.Backend.asarray
+
+    def asarray(self: xgrad.Backend, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self.owns(obj):
+            counts["to_device"] += 1
+        return real_asarray(self, obj, *args, **kwargs)
+
+    monkeypatch.setattr(xgrad.Backend, "asarray", asarray)
+    return counts
+
+
+def fake_accelerator() -> xgrad.Backend:
+    """torch on the CPU, flagged as an accelerator: train() takes its accelerator path."""
+    import dataclasses
+
+    pytest.importorskip("torch")
+    return dataclasses.replace(xgrad.get_backend("torch", "cpu"), accelerator=True)
+
+
+def transfers_per_iteration(counts: dict[str, int], backend: xgrad.Backend) -> dict[str, float]:
+    """Transfers per extra iteration: a run of 5 epochs minus a run of 2 (same setup cost)."""
+    runs = []
+    for iters in (2 * 12, 5 * 12):  # 12 iterations per epoch
+        before = dict(counts)
+        train(**{**CONFIG, "iters": iters}, backend=backend)
+        runs.append({k: counts[k] - before[k] for k in counts})
+    return {k: (runs[1][k] - runs[0][k]) / (3 * 12) for k in counts}
+
+
+def test_no_host_sync_per_iteration_on_an_accelerator(host_transfers: dict[str, int]) -> None:
+    plain = transfers_per_iteration(host_transfers, xgrad.get_backend("torch", "cpu"))
+    # The counter sees the per-iteration conversions of a CPU row: a loss and the indices.
+    assert plain["to_host"] >= 1 and plain["to_device"] >= 1
+    fast = transfers_per_iteration(host_transfers, fake_accelerator())
+    # Per epoch of 12 iterations: one conversion of the 12 losses, one transfer of their
+    # minibatch indices, and the evaluation's (two accuracies: each a target check and a
+    # count), nothing per iteration.
+    assert fast["to_host"] * 12 <= 5
+    assert fast["to_device"] * 12 <= 1
+
+
+def test_accelerator_path_gives_the_same_run(tmp_path: Path) -> None:
+    torch_cpu = train(**CONFIG, backend="torch:cpu", out=tmp_path / "a", plot=False)
+    fast = train(**CONFIG, backend=fake_accelerator(), out=tmp_path / "b", plot=False)
+    assert fast.history["train_loss"] == torch_cpu.history["train_loss"]
+    assert fast.history["epochs"] == torch_cpu.history["epochs"]
+    assert fast.history["final"] == torch_cpu.history["final"]
+    assert len(fast.history["timings"]["iter_s"]) == CONFIG["iters"]
+    for key, value in fast.net.params.items():
+        np.testing.assert_array_equal(value.numpy(), torch_cpu.net.params[key].numpy())
+    # The checkpoints hold the same generator state: both runs resume alike.
+    a = json.loads((tmp_path / "a" / CHECKPOINT).read_text())
+    b = json.loads((tmp_path / "b" / CHECKPOINT).read_text())
+    assert a["rng"] == b["rng"] and a["iteration"] == b["iteration"] == CONFIG["iters"]
+
+
+class PoisonAt:
+    """SGD that multiplies ``W2`` by inf at its ``n``-th update (no callback needed)."""
+
+    def __init__(self, n: int) -> None:
+        from xgrad.optim import SGD
+
+        self.sgd, self.n, self.calls = SGD(lr=CONFIG["lr"]), n, 0
+
+    def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
+        self.sgd.update(params, grads)
+        self.calls += 1
+        if self.calls == self.n:
+            params["W2"] = params["W2"] * math.inf
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sgd.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sgd.load_state_dict(state)
+
+
+def test_divergence_found_at_its_iteration_on_an_accelerator(tmp_path: Path) -> None:
+    # Iteration 30 lies inside the block of iterations 26..37, converted after 37.
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at iteration 30 .*iteration 25"):
+        train(**CONFIG, backend=fake_accelerator(), optimizer=PoisonAt(30), out=tmp_path / "r")
+    record = json.loads((tmp_path / "r" / CHECKPOINT).read_text())
+    assert record["iteration"] == 25
+    history = json.loads((tmp_path / "r" / HISTORY).read_text())
+    assert history["iterations_done"] == 25

@@ -346,6 +346,11 @@ class TwoLayerNet:
         """
         x, _ = self._inputs(x)
         target, _ = self._targets(t, int(x.shape[0]))
+        return self._loss_rows(x, target)
+
+    def _loss_rows(self, x: Any, target: Any) -> Any:
+        # Checked rows only (`_inputs`, `_targets`): no validation, so no device-to-host
+        # transfer; train() checks its data once and calls this every iteration.
         per_row, _ = _softmax_cross_entropy(self.backend.xp, self._predict(x), target)
         return self.backend.xp.sum(per_row) / int(x.shape[0])
 
@@ -369,6 +374,11 @@ class TwoLayerNet:
         """
         x, _ = self._inputs(x)
         target, _ = self._targets(t, int(x.shape[0]))
+        return self._loss_and_gradient_rows(x, target)
+
+    def _loss_and_gradient_rows(self, x: Any, target: Any) -> tuple[Any, dict[str, Any]]:
+        # Checked rows only, like `_loss_rows`; the params may have been replaced since.
+        self._check_params()
         scores = self._predict(x)
         loss = self.last_layer._forward_rows(scores, target)
         dout = self.last_layer.backward()

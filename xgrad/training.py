@@ -131,6 +131,46 @@ def _scalar(backend: Backend, value: Any) -> float:
     return float(value) if isinstance(value, int | float) else float(backend.to_numpy(value))
 
 
+def _scalars(backend: Backend, values: list[Any]) -> list[float]:
+    """Python floats of 0-d arrays, in one device-to-host transfer."""
+    if len(values) == 1:
+        return [_scalar(backend, values[0])]
+    return [float(v) for v in backend.to_numpy(backend.xp.stack(values))]
+
+
+def _diverged(
+    loss: float,
+    done: int,
+    lr: float,
+    opt_name: str,
+    dtype_name: str,
+    last_checkpoint: int | None,
+    out_dir: Path | None,
+) -> TrainingDiverged:
+    kept = (
+        f"the last good checkpoint (iteration {last_checkpoint}) is kept in {out_dir}"
+        if last_checkpoint is not None
+        else "no checkpoint was written yet"
+    )
+    return TrainingDiverged(
+        f"the loss is {loss} at iteration {done} (lr={lr}, optimizer={opt_name}, "
+        f"dtype={dtype_name}): training diverged; {kept}; try a smaller lr"
+    )
+
+
+def _eta(done: int, iters: int, iter_per_epoch: int, rate: float, timings: dict[str, Any]) -> float:
+    """Seconds left: the iterations left at the measured rate, plus the evaluations still to
+    come at the measured cost of one."""
+    evals = timings["epoch_eval_s"]
+    # Epoch evaluations come at iteration indices 0, ipe, 2 ipe...; one more at the end
+    # unless the last iteration is such an index.
+    next_eval = -(-done // iter_per_epoch) * iter_per_epoch
+    evals_left = len(range(next_eval, iters, iter_per_epoch))
+    evals_left += 1 if (iters - 1) % iter_per_epoch else 0
+    eval_cost = sum(evals) / len(evals) if evals else 0.0
+    return (iters - done) / rate + evals_left * eval_cost
+
+
 def format_duration(seconds: float) -> str:
     """``42s``, ``3m05s`` or ``1h02m``: a progress bar's remaining time.
 
@@ -530,6 +570,9 @@ def train(
     callback : callable, optional
         Called with a :class:`TrainStep` after every iteration; an exception raised in it
         stops the run (the last epoch's checkpoint stays, so the run can be resumed).
+        On an accelerator a callback costs one host synchronization per iteration (it is
+        given each iteration's loss as a float); without one, losses stay on the device
+        and are converted once per evaluation interval, with the same results.
 
     Returns
     -------
@@ -710,42 +753,52 @@ def train(
         session_iters, session_train_s = 0, 0.0
         loss = math.nan
         errstate = np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore")
+        # On an accelerator every float(loss) waits for the device: losses stay there and
+        # are converted once per evaluation interval, and the minibatch indices of the
+        # interval go over in one transfer. A callback sees every loss, so it keeps the
+        # per-iteration conversion (documented under `callback`).
+        sync_every = iter_per_epoch if b.accelerator and callback is None else 1
         try:
             with errstate:  # a non-finite loss is reported below, clearly, not as warnings
-                for i in range(start, iters):
-                    done = i + 1  # every number shown or stored counts iterations done
+                i = start
+                while i < iters:
+                    # Blocks end where the book's schedule evaluates (i % ipe == 0) or at the
+                    # end, so checkpoints see the generator exactly where they always did.
+                    end = min(i + sync_every, iters, i + (-i % iter_per_epoch) + 1)
                     t0 = time.perf_counter()
-                    batch_mask = b.asarray(rng.choice(train_size, batch_size).astype(np.int64))
-                    x_batch = xp.take(x_train, batch_mask, axis=0)
-                    t_batch = xp.take(t_train, batch_mask, axis=0)
-                    if gradient == "backprop":
-                        grads = net.gradient(x_batch, t_batch)
-                    else:
-                        grads = net.numerical_gradient(x_batch, t_batch)
-                    opt.update(net.params, grads)
-                    loss = _scalar(b, net.loss(x_batch, t_batch))
-                    dt = time.perf_counter() - t0
-                    timings["train_s"] += dt
-                    timings["iter_s"].append(dt)
-                    session_train_s += dt
-                    session_iters += 1
-                    if not math.isfinite(loss):
-                        show.clear()
-                        kept = (
-                            f"the last good checkpoint (iteration {last_checkpoint}) is kept "
-                            f"in {out_dir}"
-                            if last_checkpoint is not None
-                            else "no checkpoint was written yet"
-                        )
-                        raise TrainingDiverged(
-                            f"the loss is {loss} at iteration {done} (lr={lr}, "
-                            f"optimizer={opt_name}, dtype={dtype_name}): training diverged; "
-                            f"{kept}; try a smaller lr"
-                        )
-                    history["train_loss"].append(loss)
-                    history["iterations_done"] = done
+                    masks = b.asarray(
+                        np.stack([rng.choice(train_size, batch_size) for _ in range(i, end)])
+                    )
+                    pending = []
+                    for k in range(end - i):
+                        x_batch = xp.take(x_train, masks[k, ...], axis=0)
+                        t_batch = xp.take(t_train, masks[k, ...], axis=0)
+                        if gradient == "backprop":
+                            grads = net._loss_and_gradient_rows(x_batch, t_batch)[1]
+                        else:
+                            grads = net.numerical_gradient(x_batch, t_batch)
+                        opt.update(net.params, grads)
+                        pending.append(net._loss_rows(x_batch, t_batch))
+                    losses = _scalars(b, pending)
+                    # Per iteration where each one was converted; else the block's mean
+                    # (an accelerator's iterations overlap: no finer time is measurable).
+                    dt = (time.perf_counter() - t0) / len(losses)
+                    for loss in losses:
+                        i += 1
+                        done = i  # every number shown or stored counts iterations done
+                        timings["train_s"] += dt
+                        timings["iter_s"].append(dt)
+                        session_train_s += dt
+                        session_iters += 1
+                        if not math.isfinite(loss):
+                            show.clear()
+                            raise _diverged(
+                                loss, done, lr, opt_name, dtype_name, last_checkpoint, out_dir
+                            )
+                        history["train_loss"].append(loss)
+                        history["iterations_done"] = done
                     # The book's schedule: evaluate after iterations 1, 1 + iter_per_epoch...
-                    if i % iter_per_epoch == 0:
+                    if (done - 1) % iter_per_epoch == 0:
                         t1 = time.perf_counter()
                         train_acc = _scalar(b, net.accuracy(x_train, t_train))
                         test_acc = _scalar(b, net.accuracy(x_test, t_test))
@@ -768,16 +821,7 @@ def train(
                             checkpoint(done)
                             last_checkpoint = done
                     rate = session_iters / max(session_train_s, 1e-9)
-                    # Honest: the iterations left at this session's measured rate, plus the
-                    # evaluations still to come at the measured cost of one.
-                    evals = timings["epoch_eval_s"]
-                    # Epoch evaluations come at iteration indices 0, ipe, 2 ipe...; one more
-                    # at the end unless the last iteration is such an index.
-                    next_eval = -(-done // iter_per_epoch) * iter_per_epoch
-                    evals_left = len(range(next_eval, iters, iter_per_epoch))
-                    evals_left += 1 if (iters - 1) % iter_per_epoch else 0
-                    eval_cost = sum(evals) / len(evals) if evals else 0.0
-                    show.update(done, loss, rate, (iters - done) / rate + evals_left * eval_cost)
+                    show.update(done, loss, rate, _eta(done, iters, iter_per_epoch, rate, timings))
                     if callback is not None:
                         callback(TrainStep(done, loss, net, opt, history))
             show.clear()
