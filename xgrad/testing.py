@@ -1,15 +1,19 @@
-"""Assertions for tests of array code on any backend (used by xgrad's own test suite)."""
+"""Assertions for tests of array code on any backend (xgrad's own suite and its users')."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from xgrad._arrays import to_numpy
+from xgrad.backends import Backend
+from xgrad.backends._registry import backend_of
 
 __all__ = [
     "HARD_CATEGORIES",
@@ -17,6 +21,7 @@ __all__ = [
     "SuiteCase",
     "assert_close",
     "default_rtol",
+    "expect_backend",
     "hard_suite",
     "smooth_suite",
 ]
@@ -32,6 +37,38 @@ def default_rtol(dtype: Any) -> float:
     return _RTOL.get(name, 1e-12)
 
 
+_expected: contextvars.ContextVar[Backend | None] = contextvars.ContextVar(
+    "xgrad_expected_backend", default=None
+)
+
+
+@contextlib.contextmanager
+def expect_backend(backend: Backend | None) -> Iterator[Backend | None]:
+    """Inside the block, `assert_close` requires arrays of ``backend`` (library and device).
+
+    The pytest plugin's ``backend`` fixture sets it for each matrix row; None turns the
+    check off. SciPy's ``default_xp`` in other words: a function that falls back to NumPy
+    returns a NumPy array, which then fails on every non-NumPy row.
+    """
+    token = _expected.set(backend)
+    try:
+        yield backend
+    finally:
+        _expected.reset(token)
+
+
+def _check_namespace(actual: Any, expected: Backend, err_msg: str) -> None:
+    if isinstance(actual, bool | int | float | complex) and not isinstance(actual, np.generic):
+        return  # a Python number belongs to no namespace: nothing to check
+    owner = backend_of(actual, strict=False)
+    if owner != expected:
+        found = owner.spec if owner is not None else "not an array of any backend"
+        raise AssertionError(
+            f"namespace: expected an array of {expected.spec}, found"
+            f" {type(actual).__module__}.{type(actual).__qualname__} ({found}). {err_msg}"
+        )
+
+
 def assert_close(
     actual: Any,
     desired: Any,
@@ -40,6 +77,7 @@ def assert_close(
     atol: float = 0.0,
     check_dtype: bool = True,
     check_shape: bool = True,
+    check_namespace: bool = True,
     err_msg: str = "",
 ) -> None:
     """Assert ``actual`` (array of any backend) is close to ``desired`` (NumPy reference).
@@ -49,8 +87,15 @@ def assert_close(
     result of the dtype the caller asked for, so float32 results are not silently accepted
     where float64 was expected: pass ``check_dtype=False`` to compare values only.
 
+    With ``check_namespace``, inside a backend-matrix test (the pytest plugin's ``backend``
+    fixture, or `expect_backend`) ``actual`` must be an array of the row's library and
+    device (a Python number passes: it has none); a NumPy array on a torch row fails.
+
     >>> assert_close(np.array([1.0, 2.0]), [1.0, 2.0 + 1e-14])
     """
+    expected = _expected.get()
+    if check_namespace and expected is not None:
+        _check_namespace(actual, expected, err_msg)
     a = to_numpy(actual)
     d = np.asarray(to_numpy(desired))
     reference_is_float_array = isinstance(desired, np.ndarray) and d.dtype.kind == "f"

@@ -107,6 +107,28 @@ def create(device: str | None) -> Backend:
     )
 
 
+# Optional hooks (found next to the factory by xgrad.pytest_plugin and xgrad.gradcheck).
+def enable_float64() -> None:
+    """Switch on JAX's float64 (``jax_enable_x64``): the test matrix runs in float64."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def vjp(f: Any, primals: tuple[Any, ...], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``(f(*primals), cotangent^T J)`` by ``jax.vjp``: JAX's own gradient."""
+    import jax
+
+    value, pullback = jax.vjp(f, *primals)
+    return value, tuple(pullback(cotangent))
+
+
+def jit(f: Any) -> Any:
+    import jax
+
+    return jax.jit(f)
+
+
 ENTRY = BackendEntry(
     name="jax",
     create=create,

@@ -88,6 +88,20 @@ def create(device: str | None) -> Backend:
     )
 
 
+# Optional hook (found next to the factory by xgrad.gradcheck).
+def vjp(f: Any, primals: tuple[Any, ...], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``(f(*primals), cotangent^T J)`` by ``torch.autograd``: torch's own gradient."""
+    import torch
+
+    leaves = [p.detach().requires_grad_(True) for p in primals]
+    with torch.enable_grad():
+        value = f(*leaves)
+        grads = torch.autograd.grad(value, leaves, grad_outputs=cotangent, allow_unused=True)
+    return value.detach(), tuple(
+        torch.zeros_like(x) if g is None else g.detach() for g, x in zip(grads, leaves, strict=True)
+    )
+
+
 ENTRY = BackendEntry(
     name="torch",
     create=create,
