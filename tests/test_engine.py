@@ -172,6 +172,27 @@ def test_cases_outside_the_suite() -> None:
     np.testing.assert_allclose(r.df[[0, 2]], [2 * 1.0 - 1.0, 2 * 3.0 + 1.0], rtol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("f", "x", "exact"),
+    [
+        # Cancellation in 1 + x: noise at steps relative to x, smooth at absolute ones.
+        (lambda v: np.log(1.0 + v) / v, 1e-6, -0.5 + 2e-6 / 3 - 3e-12 / 4),
+        (lambda v: (np.exp(v) - 1.0) / v, 1e-7, 0.5 + 1e-7 / 3 + 1e-14 / 8),
+        (
+            lambda v: (np.sqrt(1.0 + v) - 1.0) / v,
+            1e-6,
+            -1 / (2 * math.sqrt(1 + 1e-6) * (math.sqrt(1 + 1e-6) + 1) ** 2),
+        ),
+    ],
+)
+def test_cancellation_near_x_is_solved_at_absolute_steps(f, x, exact) -> None:
+    # scipy's defaults solve the first to 1e-12; the engine flagged it as noisy before it
+    # continued the wide tableau where the narrow one did not converge.
+    r = numerical_diff(f, np.asarray([x]), full_output=True)
+    assert r.status.tolist() == [DiffStatus.CONVERGED]
+    assert abs(float(r.df[0]) - exact) <= min(1e-8 * abs(exact), float(r.error[0]))
+
+
 # -- the smooth suite: accuracy and cost ---------------------------------------------------
 
 

@@ -12,7 +12,10 @@ Per element (or per Jacobian entry), in order, stopping where the tolerance is m
 1. a Neville tableau of `FIRST_LEVELS` levels at the wide scale ``max(|x|, 1)``;
 2. a tableau of as many levels at the narrow scale (absolute steps where |x| >= 1, steps
    relative to |x| where |x| < 1), started at least four halvings below the first;
-3. the better of the two continued to smaller steps until it converges or stalls;
+3. the narrow tableau (or, where the scales nearly coincide, the wide one) continued to
+   smaller steps until it converges or stalls; where the narrow one did not converge, the
+   wide one continued as well (f smooth on the scale of 1 but computed with cancellation
+   at relative steps);
 4. where no central estimate is finite (a domain edge at x), one-sided tableaus.
 
 Then each element gets a status: a converged estimate whose even part grows linearly in h
@@ -312,7 +315,7 @@ def _search(
             return ops.logical_not(stalled)
         return ops.logical_not(best.converged() | stalled)
 
-    def run(tab: _Tableau, src: float, levels: int, fc: Any) -> None:
+    def run(tab: _Tableau, src: float, levels: int, fc: Any, only: Any = None) -> None:
         nonlocal nfev
         for _ in range(levels):
             if tab.k >= _policy.MAX_LEVELS:
@@ -320,6 +323,8 @@ def _search(
             # Four levels at least per tableau: the slope-jump test compares two windows.
             forced = tab.first + _policy.FIRST_LEVELS > tab.k
             act = active() | (ops.lift(forced) if hasattr(forced, "shape") else forced)
+            if only is not None:
+                act = act & ops.lift(only)
             if not ops.any(act):
                 return
             entries = tab.level(ops.element_any(act), fc)
@@ -358,7 +363,17 @@ def _search(
         best.src = ops.where((best.src == 0.0) & ops.lift(ops.logical_not(fresh)), 2.0, best.src)
         best.since = ops.full_entry(0.0)
         run(last, 2.0, _policy.MAX_LEVELS, center)
-    diverging = last.diverging()
+        diverging = last.diverging()
+        # Where the narrow scale did not converge either, the wide tableau continued: f
+        # smooth on the scale of 1 but computed with cancellation near x (log(1 + x) / x at
+        # 1e-6) is noise at relative steps and converges at smaller absolute ones.
+        retry = fresh & ops.element_any(ops.logical_not(best.converged()))
+        if ops.any(retry):
+            best.since = ops.where(ops.lift(retry), 0.0, float(_policy.STALL_LEVELS))
+            run(tabs[0.0], 0.0, _policy.MAX_LEVELS, center, only=retry)
+            diverging = ops.where(ops.lift(retry), tabs[0.0].diverging(), diverging)
+    else:
+        diverging = last.diverging()
 
     if central and f0 is not None and ops.any(ops.logical_not(ops.isfinite(best.err))):
         # A domain edge at x: no central quotient is finite; differences on one side are.
