@@ -393,6 +393,8 @@ class PerturbOps(_ArrayMath):
         self.out_shape = out_shape
         self.n, self.m, self.lo, self.k = n, m, lo, k
         self.count = 0
+        # A `xgrad.workers.Dispatch`: f's values come from workers, same numbers.
+        self.dispatch: Any = None
         if inplace:
             self._host = backend.to_numpy(arr).reshape(-1).tolist()
             self._where = list(np.ndindex(*self.shape)) if self.shape else [()]
@@ -410,8 +412,46 @@ class PerturbOps(_ArrayMath):
         b = self.backend
         act = b.to_numpy(active).reshape(-1)
         idx = np.flatnonzero(act)
+        if self.dispatch is not None:
+            return self._dispatched(points, idx)
         with quiet():
             return [self._at(p, idx, bool(act.all())) for p in points]
+
+    def _dispatched(self, points: Sequence[Any], idx: np.ndarray) -> list[Any]:
+        """`evaluate` on workers: every point's active elements in one round of tasks."""
+        b = self.backend
+        self.count += idx.size * len(points)
+        full = np.full((self.k, *self._row()), np.nan)
+        if idx.size == 0:
+            return [b.asarray(full, dtype=self.dtype) for _ in points]
+        rows = idx + self.lo
+        segments = [(rows, b.to_numpy(p).reshape(-1)[idx]) for p in points]
+        out = []
+        for host in self.dispatch.run(segments):
+            values = self._as_values(b.asarray(host), (idx.size, *self._row()), "{shape}")
+            if idx.size == self.k:
+                out.append(values)
+                continue
+            part = full.copy()
+            part[idx] = b.to_numpy(values).reshape(part[idx].shape)
+            out.append(b.asarray(part, dtype=self.dtype))
+        return out
+
+    def worker_rows(self, idx: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        """`raw_rows` on the host (a worker's reply)."""
+        return self.backend.to_numpy(self.raw_rows(idx, vals))
+
+    def raw_rows(self, idx: np.ndarray, vals: np.ndarray) -> Any:
+        """f's values (as f returned them, stacked) with ``x[idx[r]] = vals[r]``, row r.
+
+        What a worker runs for one piece of a round: the serial evaluation, in place or
+        on stacked copies as the serial path would do it.
+        """
+        if self.inplace:
+            return self._inplace_raw(idx, vals)
+        b = self.backend
+        index = b.asarray(idx.astype(np.int64))
+        return self._stacked_raw(index, b.asarray(vals, dtype=self.flat.dtype))
 
     def _at(self, point: Any, idx: np.ndarray, every: bool) -> Any:
         xp, b = self.xp, self.backend
@@ -420,7 +460,9 @@ class PerturbOps(_ArrayMath):
         if idx.size == 0:
             return b.asarray(full, dtype=self.dtype)
         if self.inplace:
-            values = self._inplace(b.to_numpy(point).reshape(-1), idx)
+            host = b.to_numpy(point).reshape(-1)[idx]
+            raw = self._inplace_raw(idx, host)
+            values = self._as_values(raw, (idx.size, *self._row()), "{shape}")
         else:
             lo = self.lo
             index = (
@@ -437,18 +479,19 @@ class PerturbOps(_ArrayMath):
         full[idx] = b.to_numpy(values).reshape(full[idx].shape)
         return b.asarray(full, dtype=self.dtype)
 
-    def _inplace(self, host_point: np.ndarray, idx: np.ndarray) -> Any:
+    def _inplace_raw(self, idx: np.ndarray, vals: np.ndarray) -> Any:
+        """f at x with element ``idx[r]`` set to ``vals[r]`` in place, restored bit for bit."""
         b, arr = self.backend, self.arr
         values = []
-        for i in idx.tolist():
+        for i, v in zip(idx.tolist(), vals.tolist(), strict=True):
             where = self._where[i]
             try:
-                arr[where] = float(host_point[i])
+                arr[where] = v
                 out = self.call(arr)
             finally:
                 arr[where] = self._host[i]
             values.append(self._one(out))
-        return self._as_values(stack_values(values, b), (len(values), *self._row()), "{shape}")
+        return stack_values(values, b)
 
     def _row(self) -> tuple[int, ...]:
         return (self.m,) if self.out_shape else ()
@@ -473,6 +516,10 @@ class PerturbOps(_ArrayMath):
     def _stacked_raw(self, index: Any, moved: Any) -> Any:
         """f's values at copies of x with ``moved[r]`` at ``index[r]``, as f returned them."""
         xp, b = self.xp, self.backend
+        if self.dispatch is not None:
+            self.count += int(index.shape[0])
+            (host,) = self.dispatch.run([(b.to_numpy(index), b.to_numpy(moved))])
+            return b.asarray(host)
         total = index.shape[0]
         chunk = self.batch_size or max(1, min(total, 2**20 // max(self.n, 1)))
         pieces = []

@@ -46,6 +46,15 @@ def _check_positive(name: str, value: Any) -> int | None:
     return value
 
 
+def _resolve_workers(workers: Any, b: Backend) -> Any:
+    """The runner of ``workers=`` (None: serial), checked before any evaluation."""
+    if workers is None:
+        return None
+    from xgrad import workers as _workers
+
+    return _workers.resolve(workers, b)
+
+
 def _columns_matrix(b: Backend, rows: int, cols: int, dtype: Any, device: Any, blocks: Any) -> Any:
     """Assemble a (rows, cols) matrix from (start, stop, block) column blocks.
 
@@ -76,6 +85,7 @@ def jacobian(
     chunk_size: int | None = None,
     backend: str | Backend | None = None,
     dtype: DtypeLike = None,
+    workers: Any = None,
 ) -> Any:
     """Jacobian of f at x: ``J[i..., j...] = d f(x)[i...] / d x[j...]``.
 
@@ -112,6 +122,9 @@ def jacobian(
         Backend for x given as a list or NumPy array.
     dtype : {"float32", "float64"}, optional
         Compute in this dtype.
+    workers : int, executor, map-like, distributed.Client or list of devices, optional
+        Evaluate the perturbed copies in parallel (see `xgrad.workers`), bit for bit the
+        serial result.
 
     Returns
     -------
@@ -137,6 +150,7 @@ def jacobian(
     _check_positive("batch_size", batch_size)
     xa, b = _float_input(x, backend, dtype)
     xp = b.xp
+    runner = _resolve_workers(workers, b)
     r, a = _policy.check_tolerances(rtol, atol, b.dtype_name(xa.dtype))
     shape = tuple(xa.shape)
     n = math.prod(shape)
@@ -161,9 +175,27 @@ def jacobian(
         xp.astype(f0, xa.dtype) if xp.isdtype(f0.dtype, "real floating") else f0, (1, m)
     )
     results: list[tuple[int, int, _engine.Outcome]] = []
+    dispatch = None
+    if runner is not None:
+        from xgrad import workers as _workers
+
+        base = xa
+        if method == "complex":
+            base = xp.astype(xa, _policy.complex_dtype(xp, xa.dtype))
+        dispatch = _workers.dispatch(
+            runner,
+            f=f,
+            call=f,
+            backend=b,
+            arr=base,
+            target=x,
+            name="x",
+            batch_size=batch_size,
+            out_shape=out_shape,
+        )
 
     def columns(start: int, stop: int) -> _engine.Outcome:
-        sub = _Columns(f, b, xa, start, stop, out_shape, batch_size)
+        sub = _Columns(f, b, xa, start, stop, out_shape, batch_size, dispatch)
         if method == "complex":
             return _complex_columns(sub, flat[start:stop], h, eps)
         if h is not None:
@@ -188,9 +220,13 @@ def jacobian(
             found.step = found.step[:, None] + xp.zeros((1, m), dtype=xa.dtype, device=xa.device)
         return found
 
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        results.append((start, stop, columns(start, stop)))
+    try:
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            results.append((start, stop, columns(start, stop)))
+    finally:
+        if dispatch is not None:
+            dispatch.close()
 
     def field(name: str) -> Any:
         blocks = (
@@ -253,14 +289,16 @@ class _Columns:
         stop: int,
         out_shape: tuple[int, ...],
         batch_size: int | None,
+        dispatch: Any = None,
     ) -> None:
         self.f, self.b, self.xa = f, b, xa
         self.start, self.stop = start, stop
         self.out_shape, self.batch_size = out_shape, batch_size
+        self.dispatch = dispatch
 
     def ops(self) -> PerturbOps:
         """Evaluator for the engine over this range (entries: (columns, outputs))."""
-        return PerturbOps(
+        ops = PerturbOps(
             self.f,
             self.b,
             self.xa,
@@ -269,6 +307,8 @@ class _Columns:
             out_shape=self.out_shape,
             columns=(self.start, self.stop),
         )
+        ops.dispatch = self.dispatch
+        return ops
 
     def values(self, moved: Any, *, raw: bool = False) -> Any:
         """f at x with x[j] = moved[j - start] for each column j: shape (columns, outputs)."""
@@ -359,6 +399,7 @@ def hessian(
     chunk_size: int | None = None,
     backend: str | Backend | None = None,
     dtype: DtypeLike = None,
+    workers: Any = None,
 ) -> Any:
     """Hessian of a scalar-valued f at x, symmetric by construction, error-controlled.
 
@@ -395,6 +436,9 @@ def hessian(
         Backend for x given as a list or NumPy array.
     dtype : {"float32", "float64"}, optional
         Compute in this dtype.
+    workers : int, executor, map-like, distributed.Client or list of devices, optional
+        Evaluate the singles and pairs in parallel (see `xgrad.workers`), bit for bit the
+        serial result.
 
     Returns
     -------
@@ -423,6 +467,7 @@ def hessian(
     _check_positive("batch_size", batch_size)
     xa, b = _float_input(x, backend, dtype)
     xp = b.xp
+    runner = _resolve_workers(workers, b)
     dname = b.dtype_name(xa.dtype)
     r, a = _policy.check_tolerances(
         rtol if rtol is not None else _policy.HESSIAN_RTOL.get(dname), atol, dname
@@ -448,25 +493,26 @@ def hessian(
     if h is None:
         steps.append(steps[0] / 2)
     values = _HessianValues(f, b, xa, batch_size, chunk_size)
-    f0 = values.center()
-    estimates = []
-    with quiet():
-        for st in steps:
-            up = (host + st).astype(host.dtype)
-            down = (host - st).astype(host.dtype)
-            hh = (up.astype(np.float64) - down.astype(np.float64)) / 2.0
-            fu, fd = values.singles(up), values.singles(down)
-            diag = (fu - 2.0 * f0 + fd) / (hh * hh)
-            # (f(++) - f(+0) - f(0+) + 2 f(0) - f(-0) - f(0-) + f(--)) / (2 h_i h_j):
-            # two evaluations per pair, the singles shared with the diagonal.
-            pp, mm = values.pairs(up, up), values.pairs(down, down)
-            single = fu + fd
-            off = (pp + mm - single[:, None] - single[None, :] + 2.0 * f0) / (
-                2.0 * np.outer(hh, hh)
-            )
-            est = off.copy()
-            np.fill_diagonal(est, diag)
-            estimates.append(est)
+    if runner is not None:
+        from xgrad import workers as _workers
+
+        values.dispatch = _workers.dispatch(
+            runner,
+            f=f,
+            call=f,
+            backend=b,
+            arr=xa,
+            target=x,
+            name="x",
+            kind="hessian",
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+        )
+    try:
+        f0, estimates = _hessian_levels(values, host, steps)
+    finally:
+        if values.dispatch is not None:
+            values.dispatch.close()
     if h is not None:
         hess_host = estimates[0]
         err = np.full_like(hess_host, np.nan)
@@ -516,6 +562,32 @@ def hessian(
     return hess
 
 
+def _hessian_levels(
+    values: _HessianValues, host: np.ndarray, steps: list[np.ndarray]
+) -> tuple[float, list[np.ndarray]]:
+    """f at x, and the Hessian estimate at each step level (host float64 arrays)."""
+    f0 = values.center()
+    estimates = []
+    with quiet():
+        for st in steps:
+            up = (host + st).astype(host.dtype)
+            down = (host - st).astype(host.dtype)
+            hh = (up.astype(np.float64) - down.astype(np.float64)) / 2.0
+            fu, fd = values.singles(up), values.singles(down)
+            diag = (fu - 2.0 * f0 + fd) / (hh * hh)
+            # (f(++) - f(+0) - f(0+) + 2 f(0) - f(-0) - f(0-) + f(--)) / (2 h_i h_j):
+            # two evaluations per pair, the singles shared with the diagonal.
+            pp, mm = values.pairs(up, up), values.pairs(down, down)
+            single = fu + fd
+            off = (pp + mm - single[:, None] - single[None, :] + 2.0 * f0) / (
+                2.0 * np.outer(hh, hh)
+            )
+            est = off.copy()
+            np.fill_diagonal(est, diag)
+            estimates.append(est)
+    return f0, estimates
+
+
 class _HessianValues:
     """f at x with one or two elements moved, as host float64 arrays.
 
@@ -542,6 +614,8 @@ class _HessianValues:
         self.orig = b.to_numpy(self.flat).tolist()
         self.index = list(np.ndindex(*self.shape)) if self.shape else [()]
         self.count = 0
+        # A `xgrad.workers.Dispatch`: singles and pairs come from workers, same numbers.
+        self.dispatch: Any = None
 
     def _scalar(self, out: Any) -> float:
         if type(out) is float:  # the common case, without the checks below (per pair)
@@ -556,6 +630,9 @@ class _HessianValues:
         return self._scalar(self.f(self.xp.asarray(self.work, copy=True)))
 
     def singles(self, moved: np.ndarray) -> np.ndarray:
+        if self.dispatch is not None:
+            self.count += self.n
+            return self.dispatch.run([(np.arange(self.n), moved)])[0]
         if self.inplace:
             out = np.empty(self.n)
             work, idx = self.work, self.index
@@ -574,7 +651,13 @@ class _HessianValues:
         """(n, n) host array: entry (i, j), i < j, is f with x[i] = first[i], x[j] = second[j]."""
         n = self.n
         out = np.zeros((n, n))
-        if self.inplace:
+        if self.dispatch is not None:
+            ii, jj = np.triu_indices(n, 1)
+            if ii.size:
+                segment = (ii, first[ii], jj, second[jj])
+                out[ii, jj] = self.dispatch.run([segment])[0]
+            self.count += int(ii.size)
+        elif self.inplace:
             work, idx, orig, f = self.work, self.index, self.orig, self.f
             for i in range(n):
                 wi = idx[i]
@@ -595,6 +678,36 @@ class _HessianValues:
             if ii.size:
                 out[ii, jj] = self._stacked(ii, first[ii], jj, second[jj])
         return out + out.T
+
+    def worker_rows(
+        self,
+        i: np.ndarray,
+        u: np.ndarray,
+        j: np.ndarray | None = None,
+        v: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """f with ``x[i[r]] = u[r]`` (and ``x[j[r]] = v[r]``), row r, as the serial loops
+        compute it (a worker's share of singles or pairs)."""
+        if not self.inplace:
+            return self._stacked(i, u, j, v)
+        out = np.empty(i.size)
+        work, idx, orig, f = self.work, self.index, self.orig, self.f
+        for r in range(i.size):
+            wi = idx[i[r]]
+            try:
+                work[wi] = float(u[r])
+                if j is None or v is None:
+                    out[r] = self._scalar(f(work))
+                    continue
+                wj = idx[j[r]]
+                try:
+                    work[wj] = float(v[r])
+                    out[r] = self._scalar(f(work))
+                finally:
+                    work[wj] = orig[j[r]]
+            finally:
+                work[wi] = orig[i[r]]
+        return out
 
     def _stacked(
         self, i: np.ndarray, u: np.ndarray, j: np.ndarray | None, v: np.ndarray | None

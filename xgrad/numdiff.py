@@ -532,6 +532,7 @@ def numerical_gradient(
     batch_size: int | None = None,
     backend: str | Backend | None = None,
     dtype: DtypeLike = None,
+    workers: Any = None,
 ) -> Any:
     """Gradient of a scalar-valued f with respect to an array x (or a dict of arrays).
 
@@ -572,6 +573,11 @@ def numerical_gradient(
         Backend for x given as lists or NumPy arrays (moving an array means a copy).
     dtype : {"float32", "float64"}, optional
         Compute in this dtype (a copy when it differs from x's).
+    workers : int, executor, map-like, distributed.Client or list of devices, optional
+        Evaluate the perturbations in parallel (see `xgrad.workers`): bit for bit the
+        serial result. f must compute from its argument (a `ClosureError` says so when it
+        reads x through a closure), and f and x must be serializable (except for a list
+        of devices).
 
     Returns
     -------
@@ -604,6 +610,7 @@ def numerical_gradient(
     ):
         raise ArgumentError(f"batch_size: expected a positive int or None, found {batch_size!r}")
     settings = (h, method, rtol, atol, full_output, on_failure)
+    runner = _resolve_workers(workers, x, backend)
     if isinstance(x, Mapping):
         if batch_size is not None:
             raise ArgumentError("batch_size: not supported for a dict x; pass one array at a time")
@@ -615,10 +622,32 @@ def numerical_gradient(
             def call(a: Any, key: Any = key, same: bool = same) -> Any:
                 return f(params) if same and a is params[key] else f({**params, key: a})
 
-            grads[key] = _gradient(call, arr, b, not same, None, f"x[{key!r}]", *settings)
+            grads[key] = _gradient(
+                call,
+                arr,
+                b,
+                not same,
+                None,
+                f"x[{key!r}]",
+                *settings,
+                workers=runner,
+                user=(f, value),
+            )
         return grads
     arr, b, same = _prepare(x, backend, dtype, "x")
-    return _gradient(f, arr, b, not same, batch_size, "x", *settings)
+    return _gradient(f, arr, b, not same, batch_size, "x", *settings, workers=runner, user=(f, x))
+
+
+def _resolve_workers(workers: Any, x: Any, backend: Any) -> Any:
+    """The runner of ``workers=`` (None: serial), checked before any evaluation."""
+    if workers is None:
+        return None
+    from xgrad import workers as _workers
+
+    first = next(iter(x.values()), None) if isinstance(x, Mapping) else x
+    owner = backend_of(first, strict=False) if first is not None else None
+    like = resolve_backend(backend) if backend is not None else owner
+    return _workers.resolve(workers, like)
 
 
 def _prepare(value: Any, backend: Any, dtype: Any, name: str) -> tuple[Any, Backend, bool]:
@@ -647,6 +676,9 @@ def _gradient(
     atol: float | None,
     full_output: bool,
     on_failure: str,
+    *,
+    workers: Any = None,
+    user: tuple[Any, Any] | None = None,
 ) -> Any:
     xp = b.xp
     shape = tuple(arr.shape)
@@ -661,14 +693,70 @@ def _gradient(
         raise ArgumentError(f"{name}: expected finite values, found inf or nan")
     eps, tiny = _policy.finfo(xp, arr.dtype)
     inplace = batch_size is None and method != "complex" and is_writeable(arr)
+    dispatch = None
+    if workers is not None:
+        from xgrad import workers as _workers
+
+        f_user, target = user if user is not None else (call, arr)
+        base = arr
+        if method == "complex":
+            base = xp.astype(arr, _policy.complex_dtype(xp, arr.dtype))
+        dispatch = _workers.dispatch(
+            workers,
+            f=f_user,
+            call=call,
+            backend=b,
+            arr=base,
+            target=target,
+            name=name,
+            inplace=inplace,
+            batch_size=batch_size,
+        )
+    try:
+        out = _gradient_outcome(
+            call, arr, b, h, method, inplace, batch_size, name, eps, tiny, r, a, dispatch
+        )
+    finally:
+        if dispatch is not None:
+            dispatch.close()
+    out.df = xp.astype(out.df, arr.dtype)
+    if (copied or not inplace or dispatch is not None) and not bool(xp.any(out.df != 0.0)):
+        warn(
+            "every perturbation of x left f unchanged, and f received a copy of x (x is "
+            "integer, immutable, on another backend or dtype, or batch_size or workers was "
+            "given): if f reads the array through a closure (lambda W: net.loss(x, t)), pass "
+            "a writeable floating array or use the argument f receives",
+            InputIgnoredWarning,
+        )
+    return _gradient_finish(out, arr, b, h, method, r, full_output, on_failure, name)
+
+
+def _gradient_outcome(
+    call: Callable[[Any], Any],
+    arr: Any,
+    b: Backend,
+    h: float | None,
+    method: str,
+    inplace: bool,
+    batch_size: int | None,
+    name: str,
+    eps: float,
+    tiny: float,
+    r: float,
+    a: float | None,
+    dispatch: Any,
+) -> _engine.Outcome:
+    xp = b.xp
+    shape = tuple(arr.shape)
     if method == "complex":
-        grad = _gradient_complex(call, arr, b, h, eps, batch_size)
+        grad = _gradient_complex(call, arr, b, h, eps, batch_size, dispatch)
         out = _engine.Outcome(grad, eps * xp.abs(grad), _full(xp, grad, 0.0), grad * 0.0, 1)
     elif h is not None:
-        grad = _gradient_explicit(call, arr, b, h, method, inplace, batch_size, name)
+        grad = _gradient_explicit(call, arr, b, h, method, inplace, batch_size, name, dispatch)
         out = _engine.Outcome(grad, _full(xp, grad, math.nan), _full(xp, grad, 0.0), h, 2)
     else:
         ops = PerturbOps(call, b, arr, inplace=inplace, batch_size=batch_size)
+        ops.dispatch = dispatch
         flat = xp.reshape(arr, (-1,))
 
         def f0() -> Any:
@@ -682,15 +770,21 @@ def _gradient(
             nfev=found.nfev,
         )
         out.status = xp.astype(out.status, xp.int32)
-    out.df = xp.astype(out.df, arr.dtype)
-    if (copied or not inplace) and not bool(xp.any(out.df != 0.0)):
-        warn(
-            "every perturbation of x left f unchanged, and f received a copy of x (x is "
-            "integer, immutable, on another backend or dtype, or batch_size was given): if f "
-            "reads the array through a closure (lambda W: net.loss(x, t)), pass a writeable "
-            "floating array or use the argument f receives",
-            InputIgnoredWarning,
-        )
+    return out
+
+
+def _gradient_finish(
+    out: _engine.Outcome,
+    arr: Any,
+    b: Backend,
+    h: float | None,
+    method: str,
+    r: float,
+    full_output: bool,
+    on_failure: str,
+    name: str,
+) -> Any:
+    xp = b.xp
     if h is not None and not full_output:
         bad = xp.logical_not(xp.isfinite(out.df))
         if bool(xp.any(bad)):
@@ -735,6 +829,7 @@ def _gradient_explicit(
     inplace: bool,
     batch_size: int | None,
     name: str,
+    dispatch: Any = None,
 ) -> Any:
     """The book's loop with the caller's step: ``(f(x+h) - f(x-h)) / (2h)`` per element.
 
@@ -758,6 +853,7 @@ def _gradient_explicit(
         _warn_enlarged(count, h, b.dtype_name(arr.dtype))
     points = [xp.reshape(arr + o * step, (-1,)) for o in offsets]
     ops = PerturbOps(call, b, arr, inplace=inplace, batch_size=batch_size)
+    ops.dispatch = dispatch
     every = xp.ones(math.prod(shape), dtype=xp.bool, device=arr.device)
     with quiet():
         values = [xp.reshape(v, shape) for v in ops.evaluate(points, every)]
@@ -784,6 +880,7 @@ def _gradient_complex(
     h: float | None,
     eps: float,
     batch_size: int | None,
+    dispatch: Any = None,
 ) -> Any:
     xp = b.xp
     shape = tuple(arr.shape)
@@ -795,6 +892,7 @@ def _gradient_complex(
     moved = flat_c + xp.astype(step_arr, cdtype) * 1j
     ops = PerturbOps(call, b, xp.reshape(flat_c, shape), inplace=False, batch_size=batch_size)
     ops.dtype = cdtype
+    ops.dispatch = dispatch
     try:
         index = xp.arange(flat.shape[0], device=arr.device)
         values = ops._stacked_raw(index, moved)

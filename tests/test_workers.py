@@ -1,0 +1,441 @@
+"""``workers=``: the same numbers as serial, bit for bit, on a real Dask cluster and a pool.
+
+One ``distributed.LocalCluster`` (2 worker processes) and one xgrad process pool of 2 serve
+the whole module; the functions are small, so the time goes into the engines themselves.
+Every test compares against ``workers=None`` with ``np.array_equal`` (no tolerance).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xgrad
+from xgrad import workers as W
+from xgrad.derivatives import hessian, jacobian
+from xgrad.numdiff import numerical_gradient
+
+cloudpickle = pytest.importorskip("cloudpickle")
+distributed = pytest.importorskip("distributed")
+
+# The functions of this module travel by value: workers cannot import a test module.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+A = np.arange(12.0).reshape(3, 4) / 7.0
+X = np.linspace(0.1, 1.3, 6)
+
+
+def smooth(v):
+    return float(np.sum(np.sin(v) ** 3) + v[0] * v[1] ** 2 + np.exp(v[-1] / 3))
+
+
+def vector(v):
+    return np.sin(A @ v[:4]) * v[4] + v[5] ** 2
+
+
+def stacked(v):
+    # batch_size: f of a stack (k, n) -> k values; matmul makes the stack shape matter.
+    return np.sum(np.sin(v @ np.ones((v.shape[-1], 3))) ** 2, axis=-1)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+        ) as c,
+        distributed.Client(c) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module", params=["pool", "cluster"])
+def workers(request):
+    if request.param == "pool":
+        yield 2
+    else:
+        yield request.getfixturevalue("cluster")
+
+
+def _same(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _same(a[k], b[k])
+        return
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert np.array_equal(a, b), np.max(np.abs(a - b))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"h": 1e-5}, {"method": "forward"}, {"method": "complex"}, {"dtype": "float32"}],
+    ids=["search", "explicit", "forward", "complex", "float32"],
+)
+def test_gradient_bit_identical(workers, kwargs):
+    f = (lambda v: np.sum(np.sin(v) ** 3) + v[0] * v[1]) if "method" in kwargs else smooth
+    _same(
+        numerical_gradient(f, X.copy(), **kwargs),
+        numerical_gradient(f, X.copy(), workers=workers, **kwargs),
+    )
+
+
+def test_gradient_batch_and_dict(workers):
+    serial = numerical_gradient(stacked, X.copy(), batch_size=4)
+    _same(serial, numerical_gradient(stacked, X.copy(), batch_size=4, workers=workers))
+
+    def loss(p):
+        return float(np.sum(np.tanh(p["W"] @ p["b"])) + np.sum(p["b"] ** 2))
+
+    params = {"W": A.copy(), "b": np.linspace(-1, 1, 4)}
+    _same(numerical_gradient(loss, params), numerical_gradient(loss, params, workers=workers))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"h": 1e-6}, {"batch_size": 2}, {"method": "complex"}])
+def test_jacobian_bit_identical(workers, kwargs):
+    if "batch_size" in kwargs:
+
+        def f(v):
+            return np.sin(v[..., :4] @ A.T) * v[..., 4:5]
+
+    else:
+        f = vector
+    _same(jacobian(f, X.copy(), **kwargs), jacobian(f, X.copy(), workers=workers, **kwargs))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"h": 1e-3}, {"batch_size": 3}])
+def test_hessian_bit_identical(workers, kwargs):
+    f = stacked if "batch_size" in kwargs else smooth
+    _same(hessian(f, X[:4].copy(), **kwargs), hessian(f, X[:4].copy(), workers=workers, **kwargs))
+
+
+def test_executors_and_map_likes():
+    """Thread pools finishing in reverse order, Executor.map, builtin map, Pool.map."""
+    import multiprocessing
+
+    serial = numerical_gradient(smooth, X.copy(), h=1e-5)
+
+    def late_first(v):
+        # Tasks of low elements sleep longest: completion order is the reverse of submission.
+        time.sleep(0.002 * (X.size - int(np.argmax(v != X))))
+        return smooth(v)
+
+    with cf.ThreadPoolExecutor(4) as ex:
+        _same(serial, numerical_gradient(late_first, X.copy(), h=1e-5, workers=ex))
+        _same(serial, numerical_gradient(smooth, X.copy(), h=1e-5, workers=ex.map))
+    _same(serial, numerical_gradient(smooth, X.copy(), h=1e-5, workers=map))
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        _same(serial, numerical_gradient(smooth, X.copy(), h=1e-5, workers=pool.map))
+
+
+def test_client_executor(cluster):
+    _same(
+        numerical_gradient(smooth, X.copy()),
+        numerical_gradient(smooth, X.copy(), workers=cluster.get_executor()),
+    )
+
+
+def _logging_f(path: str, main: int):
+    """smooth, writing each argument it sees (and where) to ``path``, one line per call."""
+
+    def f(v):
+        line = f"{int(os.getpid() == main)} {np.asarray(v).tobytes().hex()}\n"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        return smooth(v)
+
+    return f
+
+
+def _calls(path: Path) -> tuple[Counter, Counter]:
+    main, other = Counter(), Counter()
+    for line in path.read_text().splitlines():
+        where, arg = line.split()
+        (main if where == "1" else other)[arg] += 1
+    return main, other
+
+
+@pytest.mark.parametrize("kind", ["gradient", "hessian"])
+def test_no_perturbation_lost_or_repeated(workers, tmp_path, kind):
+    """The workers evaluate exactly the serial perturbations, each as often as serial does."""
+    serial_log, parallel_log = tmp_path / "serial", tmp_path / "parallel"
+    run = numerical_gradient if kind == "gradient" else hessian
+    x = X.copy() if kind == "gradient" else X[:4].copy()
+    serial = run(_logging_f(str(serial_log), os.getpid()), x.copy())
+    parallel = run(_logging_f(str(parallel_log), os.getpid()), x.copy(), workers=workers)
+    _same(serial, parallel)
+    serial_main, serial_other = _calls(serial_log)
+    assert not serial_other
+    at_x = x.tobytes().hex()
+    # Serial: the perturbations, and f at x itself for the Hessian's centre.
+    perturbations = serial_main - Counter({at_x: serial_main[at_x]})
+    main, other = _calls(parallel_log)
+    assert other == perturbations
+    assert sum(perturbations.values()) > 2 * x.size
+    # In this process only f at x and the probe of the cost and of f's argument: 3 calls.
+    assert sum(main.values()) <= 3 + serial_main[at_x]
+
+
+def _dying_f(marker: str, main: int):
+    """smooth, killing the first worker process that calls it (once, whichever it is)."""
+
+    def f(v):
+        if os.getpid() != main:
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pass
+            else:
+                os.close(fd)
+                os._exit(1)
+        return smooth(v)
+
+    return f
+
+
+def test_dead_worker_retried_pool(tmp_path):
+    f = _dying_f(str(tmp_path / "died"), os.getpid())
+    _same(
+        numerical_gradient(smooth, X.copy(), h=1e-5),
+        numerical_gradient(f, X.copy(), h=1e-5, workers=2),
+    )
+    assert (tmp_path / "died").exists()
+
+
+def test_dead_worker_retried_cluster(cluster, tmp_path):
+    f = _dying_f(str(tmp_path / "died"), os.getpid())
+    _same(
+        numerical_gradient(smooth, X.copy(), h=1e-5),
+        numerical_gradient(f, X.copy(), h=1e-5, workers=cluster),
+    )
+    assert (tmp_path / "died").exists()
+    cluster.wait_for_workers(2, timeout=60)
+
+
+def test_foreign_broken_pool_is_a_typed_error(tmp_path):
+    f = _dying_f(str(tmp_path / "died"), os.getpid())
+    import multiprocessing
+
+    with (
+        cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex,
+        pytest.raises(W.WorkerLostError, match="workers"),
+    ):
+        numerical_gradient(f, X.copy(), h=1e-5, workers=ex)
+
+
+def test_keyboard_interrupt_cancels_outstanding_tasks():
+    calls = []
+
+    def f(v):
+        calls.append(1)
+        if threading.current_thread() is not threading.main_thread():
+            raise KeyboardInterrupt
+        return smooth(v)
+
+    x = np.linspace(0.1, 1, 64)
+    with cf.ThreadPoolExecutor(1) as ex, pytest.raises(KeyboardInterrupt):
+        numerical_gradient(f, x, h=1e-5, workers=ex)
+    time.sleep(0.05)
+    # Probe (2 calls), the first task's first row, perhaps one task started meanwhile:
+    # far from the 128 perturbations.
+    assert len(calls) < 2 + 1 + 128 // 2
+
+
+def test_ctrl_c_stops_the_pool(tmp_path):
+    """SIGINT in a real process: it exits promptly and its worker processes are gone."""
+    script = tmp_path / "run.py"
+    pids = tmp_path / "pids"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, time, numpy as np
+            from xgrad.numdiff import numerical_gradient
+
+            def f(v):
+                with open({str(pids)!r}, "a") as out:
+                    out.write(f"{{os.getpid()}}\\n")
+                time.sleep(0.2)
+                return float(np.sum(v ** 2))
+
+            try:
+                numerical_gradient(f, np.ones(200), h=1e-4, workers=2)
+            except KeyboardInterrupt:
+                print("interrupted")
+            """
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen = set(pids.read_text().split()) if pids.exists() else set()
+        if len(seen - {str(proc.pid)}) >= 2:
+            break
+        time.sleep(0.1)
+    start = time.monotonic()
+    proc.send_signal(2)
+    out, err = proc.communicate(timeout=30)
+    assert "interrupted" in out, err
+    # 400 evaluations of 0.2 s on 2 workers would take 40 s.
+    assert time.monotonic() - start < 10
+    for pid in set(pids.read_text().split()) - {str(proc.pid)}:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid), 0)
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (0, W.WorkersError),
+        (-2, W.WorkersError),
+        (True, xgrad.ArgumentTypeError),
+        ("four", xgrad.ArgumentTypeError),
+        (object(), xgrad.ArgumentTypeError),
+        ([], W.WorkersError),
+        ([3], xgrad.ArgumentTypeError),
+        (["array_api_strict:CPU_DEVICE"], W.WorkersError),
+        (["array_api_strict:CPU_DEVICE", "array_api_strict:CPU_DEVICE"], W.WorkersError),
+    ],
+)
+def test_bad_workers_value(value, kind):
+    with pytest.raises(kind, match=r"^workers: "):
+        numerical_gradient(smooth, X.copy(), workers=value)
+
+
+def test_closure_over_x_is_refused_with_what_to_write():
+    class Net:
+        def __init__(self):
+            self.params = {"W": A.copy()}
+
+        def loss(self):
+            return float(np.sum(np.sin(self.params["W"])))
+
+    net = Net()
+    with pytest.raises(W.ClosureError, match=r"workers: .*must compute from the array"):
+        numerical_gradient(lambda W_: net.loss(), net.params["W"], workers=map)
+    view = net.params["W"][0]
+    with pytest.raises(W.ClosureError):
+        numerical_gradient(lambda W_: float(np.sum(view)), net.params["W"], workers=map)
+    # Serially the book's closure works (in place), which is what the message points to.
+    assert np.any(numerical_gradient(lambda W_: net.loss(), net.params["W"], h=1e-4) != 0)
+
+
+STATE = {}
+
+
+def test_closure_found_by_running_f():
+    """f reaches x at call time (through sys.modules), which pickling cannot see."""
+    STATE["x"] = X.copy()
+    name = __name__
+
+    def f(_):
+        return smooth(sys.modules[name].STATE["x"])
+
+    with pytest.raises(W.ClosureError):
+        numerical_gradient(f, STATE["x"], workers=map)
+
+
+def test_unserializable_f_and_accelerator_arrays():
+    lock = threading.Lock()
+
+    def f(v):
+        with lock:
+            return smooth(v)
+
+    with pytest.raises(W.ShippingError, match=r"^workers: f cannot be serialized"):
+        numerical_gradient(f, X.copy(), workers=map)
+    import dataclasses
+
+    gpu = dataclasses.replace(xgrad.get_backend("numpy"), accelerator=True)
+    spec = W._Spec(smooth, "numpy", "perturb", False, None)
+    with pytest.raises(W.ShippingError, match=r"^workers: x is on .*cannot leave this process"):
+        W.pack(spec, X, gpu)
+
+
+# -- devices and chunking ------------------------------------------------------------------
+
+
+def test_devices_sharded_and_gathered():
+    xp = pytest.importorskip("array_api_strict")
+    b = xgrad.get_backend("array_api_strict")
+    seen = []
+
+    def f(v):
+        seen.append(str(v.device))
+        return xp.sum(xp.sin(v) ** 3) + v[0] * v[1]
+
+    x = b.asarray(X)
+    devices = ["array_api_strict:CPU_DEVICE", "array_api_strict:device1"]
+    serial = numerical_gradient(f, x)
+    seen.clear()
+    parallel = numerical_gradient(f, x, workers=devices)
+    assert parallel.device == x.device
+    _same(np.asarray(serial), np.asarray(parallel))
+    assert set(seen) >= {str(xp.Device("CPU_DEVICE")), str(xp.Device("device1"))}
+    _same(
+        np.asarray(jacobian(lambda v: xp.sin(v) * v[0], x)),
+        np.asarray(jacobian(lambda v: xp.sin(v) * v[0], x, workers=devices)),
+    )
+
+
+def test_chunks_bounded_and_sized_by_cost():
+    spec = W._Spec(smooth, "numpy", "perturb", True, None)
+    d = W.Dispatch(
+        W._MapRunner(map),
+        spec,
+        X,
+        xgrad.get_backend("numpy"),
+        f=smooth,
+        target=X,
+        name="x",
+        probe=lambda: 0.05,
+    )
+    d.runner.count = 2
+    # 50 ms per evaluation: 5 evaluations per task (TASK_SECONDS 0.25), 4 tasks a worker
+    # at least while that allows.
+    assert d.chunk(1000) == 5
+    assert d.chunk(16) == 2
+    # Cheap f, huge rounds on 1000 workers: the budget holds over a whole search.
+    d.cost, d.runner.count, total = 1e-3, 1000, 0
+    for _ in range(60):
+        k = d.chunk(10**6)
+        tasks = -(-(10**6) // k)
+        d.used += tasks
+        total += tasks
+    assert total <= W.MAX_TASKS
+    d.close()
+
+
+def test_tasks_of_a_gradient_are_bounded():
+    sent = []
+
+    def counting_map(fn, iterable):
+        items = list(iterable)
+        sent.append(len(items))
+        return map(fn, items)
+
+    x = np.linspace(0, 1, 3000)
+    g = numerical_gradient(lambda v: float(v @ v), x, h=1e-3, workers=counting_map)
+    _same(g, numerical_gradient(lambda v: float(v @ v), x.copy(), h=1e-3))
+    assert 1 <= sum(sent) <= W.MAX_TASKS

@@ -1,0 +1,816 @@
+"""``workers=``: finite differences on a process pool, an executor, a Dask cluster or devices.
+
+Every derivative that evaluates f at perturbed copies of x (`numerical_gradient`,
+`jacobian`, `hessian`, `gradcheck`) takes ``workers=``:
+
+- ``None``: serial, in this process (the book's in-place semantics);
+- an int ``n``: a pool of ``n`` processes (``-1``: one per CPU) that xgrad starts once and
+  reuses; f is serialized with cloudpickle, so lambdas and closures travel;
+- a map-like callable ``workers(fn, iterable)`` (scipy's convention: ``Pool.map``,
+  ``Executor.map``, the builtin ``map``), results in order;
+- a `concurrent.futures.Executor`, including ``distributed.Client.get_executor()``;
+- a ``distributed.Client`` (f and x are scattered once per derivative, not per task);
+- a list of backend specs (``["cupy:0", "cupy:1"]``): perturbations are sharded across the
+  devices, one thread per device, in this process, and gathered on x's device.
+
+Why cloudpickle over `concurrent.futures.ProcessPoolExecutor` rather than loky: the
+executor is the standard library's (nothing to install beyond cloudpickle, which Dask
+already requires), f travels as cloudpickle bytes inside each task so any executor or
+map-like gets the same payload, and the retry on a dead worker is done here, where the
+pool is known to be ours (loky's reusable executor would restart it, but cannot resubmit
+the lost tasks either).
+
+Determinism: the engine asks for f at a list of points per step level (a *round*); the
+round is cut into tasks of whole serial batches, each task evaluates f exactly as the
+serial path would (in place on a private copy of x, or on stacked copies), and results are
+put back by task index, never by completion order. The numbers are therefore bit for bit
+those of ``workers=None``, for any worker count and scheduling.
+
+Chunking: the first evaluation of f is timed (in this process, with the check that f uses
+its argument); a task then holds about `TASK_SECONDS` of work, at least `LOAD_FACTOR`
+tasks per worker per round while that keeps tasks that long, and a derivative never sends
+more than `MAX_TASKS` tasks.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures as cf
+import functools
+import io
+import math
+import multiprocessing
+import os
+import pickle
+import sys
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from xgrad.errors import ArgumentError, ArgumentTypeError, XgradError
+
+__all__ = [
+    "LOAD_FACTOR",
+    "MAX_TASKS",
+    "RETRIES",
+    "TASK_SECONDS",
+    "ClosureError",
+    "ShippingError",
+    "WorkerLostError",
+    "WorkersError",
+    "shutdown",
+]
+
+#: Most tasks one derivative (a gradient, a Jacobian, a Hessian) sends, whatever n is:
+#: Dask's scheduler stalls on ~1e5 tasks at once (dask/distributed #2181).
+MAX_TASKS = 10_000
+#: Work per task, in seconds of f: per-task overhead (~1 ms on Dask, ~0.3 ms on a local
+#: process pool) then stays below 1 % of it.
+TASK_SECONDS = 0.25
+#: Tasks per worker per round, at least, when that keeps tasks TASK_SECONDS long: a round
+#: ends when its slowest worker does, so a few tasks each even out uneven speeds.
+LOAD_FACTOR = 4
+#: Times a task lost with its worker process is sent again before giving up.
+RETRIES = 2
+# Tasks kept aside from the budget so that every later round still gets one.
+_RESERVE = 256
+
+
+class WorkersError(ArgumentError):
+    """``workers`` (or what it must ship) cannot be used; the message says why and what to do."""
+
+
+class ClosureError(WorkersError):
+    """f reads the array being differentiated through a closure or a global, not its argument."""
+
+
+class ShippingError(WorkersError):
+    """f or x cannot be sent to worker processes (not serializable, or on an accelerator)."""
+
+
+class WorkerLostError(XgradError, RuntimeError):
+    """Worker processes died more often than `RETRIES` allows, or a foreign pool broke."""
+
+
+# -- worker side -------------------------------------------------------------------------
+
+# Unpacked payloads by key, per process (and per thread: evaluators perturb their private
+# copy of x in place, which threads of one process must not share).
+_CACHE: OrderedDict[tuple[str, int], Any] = OrderedDict()
+_CACHE_SIZE = 4
+_CACHE_LOCK = threading.Lock()
+
+
+class _Spec:
+    """What a worker needs to evaluate f at perturbations of x (x itself in ``base``)."""
+
+    def __init__(
+        self,
+        call: Callable[[Any], Any],
+        backend: str,
+        kind: str,
+        inplace: bool,
+        batch_size: int | None,
+        out_shape: tuple[int, ...] = (),
+        chunk_size: int | None = None,
+    ) -> None:
+        self.call, self.backend, self.kind = call, backend, kind
+        self.inplace, self.batch_size = inplace, batch_size
+        self.out_shape, self.chunk_size = out_shape, chunk_size
+
+    def evaluator(self, base: Any) -> Any:
+        """The serial evaluator of this spec on a private copy of ``base``."""
+        from xgrad.backends import get_backend
+
+        b = get_backend(self.backend)
+        work = b.xp.asarray(base, copy=True)
+        if self.kind == "hessian":
+            from xgrad.derivatives import _HessianValues
+
+            return b, _HessianValues(self.call, b, work, self.batch_size, self.chunk_size)
+        from xgrad._evaluators import PerturbOps
+
+        ops = PerturbOps(
+            self.call,
+            b,
+            work,
+            inplace=self.inplace,
+            batch_size=self.batch_size,
+            out_shape=self.out_shape,
+        )
+        return b, ops
+
+
+def _evaluate(b: Any, ops: Any, task: Sequence[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
+    """f at each segment of ``task``, on the host, as the serial evaluator computes it."""
+    return [ops.worker_rows(*seg) for seg in task]
+
+
+def _run_task(key: str, blob: tuple[bytes, bytes], task: Any) -> tuple[list[np.ndarray], float]:
+    """Worker entry point: unpack (once per process and thread), evaluate, time."""
+    ident = (key, threading.get_ident())
+    with _CACHE_LOCK:
+        found = _CACHE.get(ident)
+    if found is None:
+        spec, base = pickle.loads(blob[0]), pickle.loads(blob[1])
+        found = spec.evaluator(base)
+        with _CACHE_LOCK:
+            _CACHE[ident] = found
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    start = time.perf_counter()
+    with np.errstate(all="ignore"):
+        values = _evaluate(*found, task)
+    return values, time.perf_counter() - start
+
+
+def _forget(key: str) -> None:
+    with _CACHE_LOCK:
+        for ident in [i for i in _CACHE if i[0] == key]:
+            del _CACHE[ident]
+
+
+# -- shipping checks ---------------------------------------------------------------------
+
+
+class _Reached(Exception):
+    pass
+
+
+def _finder_class() -> Any:
+    import cloudpickle
+
+    class Finder(cloudpickle.Pickler):
+        """Pickles f and stops where it reaches the array being differentiated."""
+
+        def __init__(self, file: Any, target: Any) -> None:
+            super().__init__(file)
+            self.target = target
+
+        def reducer_override(self, obj: Any) -> Any:
+            t = self.target
+            if obj is t or (
+                isinstance(obj, np.ndarray)
+                and isinstance(t, np.ndarray)
+                and np.may_share_memory(obj, t)
+            ):
+                raise _Reached
+            return super().reducer_override(obj)
+
+    return Finder
+
+
+def _import_cloudpickle() -> Any:
+    try:
+        import cloudpickle
+    except ImportError:
+        raise ShippingError(
+            "workers: sending f to worker processes needs cloudpickle (pip install "
+            "'xgrad[dask]' or pip install cloudpickle); a list of devices needs nothing"
+        ) from None
+    return cloudpickle
+
+
+def closure_message(name: str) -> str:
+    return (
+        f"workers: f reads {name}, the array being differentiated, through a closure or a "
+        "global instead of its argument (the book's `lambda W: net.loss(x, t)`). On a worker "
+        f"f gets a copy of {name} that it would not read, and every derivative would be 0. "
+        "With workers, f must compute from the array it receives: write "
+        "`lambda W: loss(W)` where loss uses W (for a dict of parameters, "
+        "`lambda p: model_loss(p, x, t)`), or call `net.numerical_gradient(x, t, "
+        "workers=...)` for TwoLayerNet; or drop workers= for the book's in-place semantics"
+    )
+
+
+def check_closure(f: Any, target: Any, name: str) -> None:
+    """Raise `ClosureError` where pickling f reaches ``target`` (or a NumPy view of it)."""
+    _import_cloudpickle()
+    finder = _finder_class()(io.BytesIO(), target)
+    try:
+        finder.dump(f)
+    except _Reached:
+        raise ClosureError(closure_message(name)) from None
+    except Exception:
+        # Unpicklable f: said by `pack` where f must travel; a device list does not ship it.
+        return
+
+
+def pack(spec: _Spec, base: Any, backend: Any) -> tuple[bytes, bytes]:
+    """The payload (spec, x) as two pickles, or a `ShippingError` saying what cannot travel."""
+    cloudpickle = _import_cloudpickle()
+    if backend.accelerator:
+        raise ShippingError(
+            f"workers: x is on {backend.spec} (an accelerator): its arrays cannot leave this "
+            "process for worker processes. Pass a list of devices instead (workers="
+            f"['{backend.name}:0', '{backend.name}:1'], one thread per device), or move x to "
+            "the CPU"
+        )
+    try:
+        spec_bytes = cloudpickle.dumps(spec)
+    except Exception as exc:
+        raise ShippingError(
+            "workers: f cannot be serialized for worker processes "
+            f"({type(exc).__name__}: {exc}); f must not hold locks, open files, "
+            "generators or device handles. Build such resources inside f, or use a list of "
+            "devices (threads in this process)"
+        ) from exc
+    try:
+        base_bytes = cloudpickle.dumps(base)
+    except Exception as exc:
+        raise ShippingError(
+            f"workers: x ({type(base).__name__} of {backend.spec}) cannot be serialized for "
+            f"worker processes ({type(exc).__name__}: {exc})"
+        ) from exc
+    return spec_bytes, base_bytes
+
+
+# -- runners -------------------------------------------------------------------------------
+
+
+class _Runner:
+    """Runs tasks of one payload; results in task order."""
+
+    ships = True
+    count = 1
+
+    def run(self, key: str, blob: Any, tasks: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def finish(self, key: str) -> None:
+        return None
+
+
+def _gather(futures: list[Any], ordered: list[Any]) -> None:
+    index = {fut: k for k, fut in enumerate(futures)}
+    for fut in cf.as_completed(futures):
+        ordered[index[fut]] = fut.result()
+
+
+def _cancel(futures: list[Any]) -> None:
+    for fut in futures:
+        fut.cancel()
+
+
+_POOLS: dict[int, cf.ProcessPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(n: int, fresh: bool = False) -> cf.ProcessPoolExecutor:
+    with _POOLS_LOCK:
+        pool = _POOLS.get(n)
+        if fresh and pool is not None:
+            _kill(pool)
+            pool = None
+        if pool is None:
+            pool = _POOLS[n] = cf.ProcessPoolExecutor(n, mp_context=_spawn_context())
+        return pool
+
+
+_SPAWN_LOCK = threading.Lock()
+
+
+class _SpawnProcess(multiprocessing.context.SpawnProcess):
+    """spawn, without re-running the caller's script in every child.
+
+    spawn, not fork: forking a process that runs BLAS, torch or Dask threads can deadlock
+    the child (and spawn is what macOS and Windows do). But plain spawn imports the main
+    script again in each child, which restarts an unguarded script's work there (no
+    ``if __name__ == "__main__"``); the children need none of it, since f travels by
+    cloudpickle, so the main module is left out of their start-up data.
+    """
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        from multiprocessing import spawn
+
+        original = spawn.get_preparation_data
+
+        def without_main(name: str) -> dict[str, Any]:
+            data = original(name)
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+            return data
+
+        with _SPAWN_LOCK:
+            spawn.get_preparation_data = without_main
+            try:
+                return multiprocessing.context.SpawnProcess._Popen(process_obj)
+            finally:
+                spawn.get_preparation_data = original
+
+
+class _SpawnContext(multiprocessing.context.SpawnContext):
+    Process = _SpawnProcess
+
+
+def _spawn_context() -> Any:
+    return _SpawnContext()
+
+
+def _kill(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop a pool now, running tasks included (Ctrl-C must not wait for f)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(timeout=5)
+    with_pool = [k for k, v in _POOLS.items() if v is pool]
+    for k in with_pool:
+        del _POOLS[k]
+
+
+def shutdown() -> None:
+    """Stop the process pools that integer ``workers=`` started (also done at exit)."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown)
+
+
+class _PoolRunner(_Runner):
+    """xgrad's own process pool: rebuilt and the lost tasks resent when a worker dies."""
+
+    def __init__(self, n: int) -> None:
+        self.count = n
+
+    def run(self, key: str, blob: Any, tasks: list[Any]) -> list[Any]:
+        ordered: list[Any] = [None] * len(tasks)
+        lost = 0
+        while True:
+            pool = _pool(self.count)
+            todo = [k for k, r in enumerate(ordered) if r is None]
+            futures = [pool.submit(_run_task, key, blob, tasks[k]) for k in todo]
+            part: list[Any] = [None] * len(todo)
+            try:
+                _gather(futures, part)
+            except cf.BrokenExecutor as exc:
+                for k, r in zip(todo, part, strict=True):
+                    ordered[k] = r
+                lost += 1
+                if lost > RETRIES:
+                    raise WorkerLostError(
+                        f"workers: worker processes died {lost} times in one derivative "
+                        f"(the last: {exc}); f may crash its process (out of memory, a "
+                        "segfault in an extension)"
+                    ) from exc
+                _pool(self.count, fresh=True)
+                continue
+            except BaseException:
+                _cancel(futures)
+                with _POOLS_LOCK:
+                    _kill(pool)
+                raise
+            for k, r in zip(todo, part, strict=True):
+                ordered[k] = r
+            return ordered
+
+
+class _ExecutorRunner(_Runner):
+    def __init__(self, executor: cf.Executor) -> None:
+        self.executor = executor
+        self.count = int(getattr(executor, "_max_workers", 0) or os.cpu_count() or 1)
+
+    def run(self, key: str, blob: Any, tasks: list[Any]) -> list[Any]:
+        futures = [self.executor.submit(_run_task, key, blob, t) for t in tasks]
+        ordered: list[Any] = [None] * len(tasks)
+        try:
+            _gather(futures, ordered)
+        except cf.BrokenExecutor as exc:
+            _cancel(futures)
+            raise WorkerLostError(
+                f"workers: the executor broke ({exc}): a worker process died and a "
+                "concurrent.futures pool cannot be restarted from outside; pass an int "
+                "(xgrad's own pool resends lost tasks) or a distributed.Client"
+            ) from exc
+        except BaseException:
+            _cancel(futures)
+            raise
+        return ordered
+
+    def finish(self, key: str) -> None:
+        # A thread pool unpacks in this process: drop what it cached.
+        _forget(key)
+
+
+class _MapRunner(_Runner):
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.count = os.cpu_count() or 1
+
+    def run(self, key: str, blob: Any, tasks: list[Any]) -> list[Any]:
+        out = list(self.fn(functools.partial(_run_task, key, blob), tasks))
+        if len(out) != len(tasks):
+            raise WorkersError(
+                f"workers: the map-like returned {len(out)} results for {len(tasks)} tasks; "
+                "it must behave as map(fn, iterable)"
+            )
+        return out
+
+    def finish(self, key: str) -> None:
+        _forget(key)
+
+
+class _ClientRunner(_Runner):
+    """A ``distributed.Client``: the payload is scattered once, tasks refer to it."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.count = max(1, sum(client.nthreads().values()))
+        self.scattered: dict[str, Any] = {}
+
+    def run(self, key: str, blob: Any, tasks: list[Any]) -> list[Any]:
+        from distributed import KilledWorker
+
+        client = self.client
+        ordered: list[Any] = [None] * len(tasks)
+        done = [False] * len(tasks)
+        for attempt in range(RETRIES + 1):
+            if key not in self.scattered:
+                # On every worker: a copy held by one worker only dies with it.
+                self.scattered[key] = client.scatter(blob, hash=False, broadcast=True)
+            ref = self.scattered[key]
+            todo = [k for k in range(len(tasks)) if not done[k]]
+            futures = [client.submit(_run_task, key, ref, tasks[k], pure=False) for k in todo]
+            try:
+                for k, value in zip(todo, client.gather(futures), strict=True):
+                    ordered[k] = value
+                return ordered
+            except KilledWorker as exc:
+                client.cancel(futures)
+                raise WorkerLostError(
+                    f"workers: the Dask scheduler gave up on a task whose workers kept dying "
+                    f"({exc}); raise distributed.scheduler.allowed-failures or check f's memory"
+                ) from exc
+            except cf.CancelledError as exc:
+                # The payload was lost with a worker: keep what finished, send it again.
+                for k, fut in zip(todo, futures, strict=True):
+                    if fut.status == "finished":
+                        ordered[k], done[k] = fut.result(), True
+                client.cancel(futures)
+                self.finish(key)
+                if attempt == RETRIES:
+                    raise WorkerLostError(
+                        f"workers: Dask lost tasks {RETRIES + 1} times ({exc})"
+                    ) from exc
+            except BaseException:
+                client.cancel(futures)
+                raise
+        raise AssertionError("unreachable")
+
+    def finish(self, key: str) -> None:
+        ref = self.scattered.pop(key, None)
+        if ref is not None:
+            self.client.cancel([ref])
+
+
+class DeviceRunner(_Runner):
+    """One thread per device, in this process; no serialization."""
+
+    ships = False
+
+    def __init__(self, backends: list[Any]) -> None:
+        self.backends = backends
+        self.count = len(backends)
+        self.evaluators: dict[str, list[Any]] = {}
+
+    def prepare(self, key: str, spec: _Spec, base: Any, home: Any) -> None:
+        host = home.to_numpy(base)
+        evals = []
+        for b in self.backends:
+            moved = b.asarray(host, dtype=b.dtype_name(base.dtype))
+            spec_b = _Spec(
+                spec.call,
+                b.spec,
+                spec.kind,
+                spec.inplace,
+                spec.batch_size,
+                spec.out_shape,
+                spec.chunk_size,
+            )
+            evals.append(spec_b.evaluator(moved))
+        self.evaluators[key] = evals
+
+    def run(self, key: str, blob: Any, tasks: list[Any]) -> list[Any]:
+        evals = self.evaluators[key]
+        ordered: list[Any] = [None] * len(tasks)
+        stop = threading.Event()
+
+        def loop(d: int) -> None:
+            # Round-robin shards (task k on device k mod D): every device gets its share
+            # even when the first could run them all before the others start.
+            for k in range(d, len(tasks), len(evals)):
+                if stop.is_set():
+                    return
+                start = time.perf_counter()
+                with np.errstate(all="ignore"):
+                    values = _evaluate(*evals[d], tasks[k])
+                ordered[k] = (values, time.perf_counter() - start)
+
+        with cf.ThreadPoolExecutor(len(evals)) as pool:
+            futures = [pool.submit(loop, d) for d in range(len(evals))]
+            try:
+                for fut in futures:
+                    fut.result()
+            except BaseException:
+                stop.set()
+                raise
+        return ordered
+
+    def finish(self, key: str) -> None:
+        self.evaluators.pop(key, None)
+
+
+def _is_client(obj: Any) -> bool:
+    mod = sys.modules.get("distributed")
+    return mod is not None and isinstance(obj, mod.Client)
+
+
+def resolve(workers: Any, like: Any = None) -> _Runner | None:
+    """The runner for a ``workers=`` value (None: serial); `WorkersError` for bad values.
+
+    ``like`` is x's backend, which a list of devices must share.
+    """
+    if workers is None:
+        return None
+    if isinstance(workers, bool):
+        raise ArgumentTypeError(
+            f"workers: expected None, an int, an executor, a map-like callable, a "
+            f"distributed.Client or a list of backend specs, found {workers!r}"
+        )
+    if isinstance(workers, int | np.integer):
+        n = int(workers)
+        if n == -1:
+            n = os.cpu_count() or 1
+        if n < 1:
+            raise WorkersError(
+                f"workers: expected a number of processes >= 1 (or -1: one per CPU), found {n}"
+            )
+        return _PoolRunner(n)
+    if _is_client(workers):
+        return _ClientRunner(workers)
+    if isinstance(workers, cf.Executor):
+        inner = getattr(workers, "_client", None)
+        if _is_client(inner):
+            return _ClientRunner(inner)
+        return _ExecutorRunner(workers)
+    if isinstance(workers, list | tuple):
+        return _devices(workers, like)
+    if callable(workers):
+        return _MapRunner(workers)
+    raise ArgumentTypeError(
+        "workers: expected None, an int, a concurrent.futures.Executor, a map-like "
+        "callable workers(fn, iterable), a distributed.Client or a list of backend specs, "
+        f"found {type(workers).__name__}"
+    )
+
+
+def _devices(specs: Sequence[Any], like: Any) -> DeviceRunner:
+    from xgrad.backends import Backend, get_backend
+
+    if not specs:
+        raise WorkersError("workers: expected a non-empty list of backend specs, found []")
+    backends = []
+    for s in specs:
+        if isinstance(s, Backend):
+            backends.append(s)
+        elif isinstance(s, str):
+            backends.append(get_backend(s))
+        else:
+            raise ArgumentTypeError(
+                "workers: a list must hold backend specs such as 'cupy:0' or Backend "
+                f"objects, found {type(s).__name__} {s!r}"
+            )
+    names = {b.name for b in backends}
+    if len(names) > 1 or (like is not None and like.name not in names):
+        found = sorted(names | ({like.name} if like is not None else set()))
+        raise WorkersError(
+            "workers: the devices must belong to x's array library (so every device computes "
+            f"the same numbers), found {', '.join(found)}"
+        )
+    if len(set(backends)) != len(backends):
+        raise WorkersError(f"workers: each device once, found {[b.spec for b in backends]}")
+    return DeviceRunner(backends)
+
+
+# -- the dispatcher of one derivative ------------------------------------------------------
+
+
+class Dispatch:
+    """f's perturbations for one derivative, sent as tasks to a runner.
+
+    ``segments`` are what the serial evaluator would process in one go (one point's active
+    elements, the Hessian's singles or pairs); tasks are cut from them in whole units of
+    ``batch_size`` rows, so f sees exactly the serial stacks.
+    """
+
+    def __init__(
+        self,
+        runner: _Runner,
+        spec: _Spec,
+        base: Any,
+        backend: Any,
+        *,
+        f: Callable[[Any], Any],
+        target: Any,
+        name: str,
+        probe: Callable[[], float],
+    ) -> None:
+        self.runner, self.spec, self.backend = runner, spec, backend
+        self.unit = spec.batch_size or 1
+        self.used = 0
+        self.tasks_sent = 0
+        self.work_s = 0.0
+        self.evals = 0
+        self.key = uuid.uuid4().hex
+        check_closure(f, target, name)
+        self.blob: Any = None
+        if runner.ships:
+            self.blob = pack(spec, base, backend)
+        else:
+            assert isinstance(runner, DeviceRunner)
+            runner.prepare(self.key, spec, base, backend)
+        # Seconds per evaluation: the probe's timing, then the workers' own measurements.
+        self.cost = max(probe(), 1e-7)
+
+    def close(self) -> None:
+        self.runner.finish(self.key)
+
+    def chunk(self, rows: int) -> int:
+        """Rows per task for a round of ``rows`` evaluations."""
+        w = self.runner.count
+        by_time = max(1, math.ceil(TASK_SECONDS / self.cost))
+        by_balance = max(1, math.ceil(rows / (LOAD_FACTOR * w)))
+        k = min(by_time, by_balance)
+        allowed = max(1, (MAX_TASKS - _RESERVE - self.used) // 8)
+        k = max(k, math.ceil(rows / allowed))
+        # As many tasks as a multiple of the workers, of near-equal size.
+        tasks = math.ceil(rows / k)
+        tasks = min(rows, w * math.ceil(tasks / w)) if tasks > w else tasks
+        k = math.ceil(rows / max(tasks, 1))
+        return self.unit * math.ceil(k / self.unit)
+
+    def run(self, segments: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
+        """f at every row of every segment; host arrays, one per segment, in order."""
+        rows = sum(len(s[0]) for s in segments)
+        if rows == 0:
+            return [np.empty(0) for _ in segments]
+        k = self.chunk(rows)
+        tasks: list[list[tuple[np.ndarray, ...]]] = []
+        owner: list[int] = []
+        for s, seg in enumerate(segments):
+            # Pieces start at multiples of k (a multiple of the unit) within their segment:
+            # f's stacks are the serial ones.
+            for start in range(0, len(seg[0]), k):
+                tasks.append([tuple(a[start : start + k] for a in seg)])
+                owner.append(s)
+        results = self.runner.run(self.key, self.blob, tasks)
+        self.used += len(tasks)
+        self.tasks_sent += len(tasks)
+        pieces: list[list[np.ndarray]] = [[] for _ in segments]
+        for (values, seconds), s in zip(results, owner, strict=True):
+            self.work_s += seconds
+            pieces[s].extend(values)
+        self.evals += rows
+        if self.work_s > 0:
+            self.cost = max(self.work_s / self.evals, 1e-7)
+        return [np.concatenate(p, axis=0) for p in pieces]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def _host(value: Any, b: Any) -> np.ndarray:
+    return b.to_numpy(value) if b.owns(value) else np.asarray(value)
+
+
+def _probe(
+    call: Callable[[Any], Any],
+    b: Any,
+    arr: Any,
+    batch_size: int | None,
+    name: str,
+) -> float:
+    """Seconds of one evaluation of f, after checking that f computes from its argument.
+
+    f at a copy of x and at a copy moved by 1e-3 relative: equal values mean f ignored its
+    argument; if moving x itself in place (restored bit for bit) then changes f, f reads x
+    through a closure, which a worker cannot see: `ClosureError`.
+    """
+    from xgrad._evaluators import is_writeable, quiet
+
+    xp = b.xp
+    copy = xp.asarray(arr, copy=True)
+    nudged = copy + 1e-3 * (xp.abs(copy) + 1.0)
+    with quiet():
+        if batch_size is not None:
+            out, seconds = timed(lambda: call(xp.stack([copy, nudged])))
+            host = _host(out, b)
+            if host.shape[:1] != (2,):
+                return seconds / 2
+            v0, v1, seconds = host[0], host[1], seconds / 2
+        else:
+            v0, seconds = timed(lambda: _host(call(copy), b))
+            try:
+                v1 = _host(call(nudged), b)
+            except Exception:
+                return seconds
+        if not np.array_equal(v0, v1) or batch_size is not None or not is_writeable(arr):
+            return seconds
+        saved = xp.asarray(arr, copy=True)
+        try:
+            arr[...] = nudged
+            v2 = _host(call(arr), b)
+        except Exception:
+            return seconds
+        finally:
+            arr[...] = saved
+    if not np.array_equal(v0, v2):
+        raise ClosureError(closure_message(name))
+    return seconds
+
+
+def dispatch(
+    runner: _Runner,
+    *,
+    f: Callable[[Any], Any],
+    call: Callable[[Any], Any],
+    backend: Any,
+    arr: Any,
+    target: Any,
+    name: str,
+    kind: str = "perturb",
+    inplace: bool = False,
+    batch_size: int | None = None,
+    out_shape: tuple[int, ...] = (),
+    chunk_size: int | None = None,
+) -> Dispatch:
+    """The `Dispatch` of one derivative of ``f`` (shipped as ``call``) at ``arr``.
+
+    ``target``: the caller's array, which f must not read through a closure.
+    """
+    spec = _Spec(call, backend.spec, kind, inplace, batch_size, out_shape, chunk_size)
+    return Dispatch(
+        runner,
+        spec,
+        arr,
+        backend,
+        f=f,
+        target=target,
+        name=name,
+        probe=functools.partial(_probe, call, backend, arr, batch_size, name),
+    )
