@@ -439,3 +439,26 @@ def test_tasks_of_a_gradient_are_bounded():
     g = numerical_gradient(lambda v: float(v @ v), x, h=1e-3, workers=counting_map)
     _same(g, numerical_gradient(lambda v: float(v @ v), x.copy(), h=1e-3))
     assert 1 <= sum(sent) <= W.MAX_TASKS
+
+
+# -- the book's net ------------------------------------------------------------------------
+
+
+def test_two_layer_net_loop_on_workers(workers):
+    """net.numerical_gradient(workers=) is the book's loop, bit for bit, on the workers."""
+    from xgrad.nn import TwoLayerNet
+
+    net = TwoLayerNet(6, 5, 3, seed=1)
+    x = np.random.default_rng(0).random((4, 6))
+    t = np.eye(3)[[0, 1, 2, 1]]
+    before = {k: v.copy() for k, v in net.params.items()}
+    parallel = net.numerical_gradient(x, t, workers=workers)
+    loop = {
+        k: numerical_gradient(lambda W_: net.loss(x, t), net.params[k], h=1e-4) for k in net.params
+    }
+    _same(loop, parallel)
+    # The caller's net is untouched, and the closed form agrees to its rounding.
+    _same(before, net.params)
+    closed = net.numerical_gradient(x, t)
+    for k in closed:
+        np.testing.assert_allclose(parallel[k], closed[k], rtol=0, atol=1e-9)

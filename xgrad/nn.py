@@ -393,7 +393,13 @@ class TwoLayerNet:
 
     # -- numerical gradient ---------------------------------------------------------------
     def numerical_gradient(
-        self, x: Any, t: Any, h: float | None = None, *, chunk_size: int | None = None
+        self,
+        x: Any,
+        t: Any,
+        h: float | None = None,
+        *,
+        chunk_size: int | None = None,
+        workers: Any = None,
     ) -> dict[str, Any]:
         """Central-difference gradient of :meth:`loss` for every parameter element.
 
@@ -413,6 +419,12 @@ class TwoLayerNet:
         chunk_size : int, optional
             Perturbations evaluated per vectorized call by the exact evaluations (ReLU units
             next to their kink; the engine of :meth:`loss_differences` when it is used).
+        workers : int, executor, map-like, distributed.Client or list of devices, optional
+            Run the book's loop instead, two full forward passes per element, with the
+            perturbations in chunks on these workers (see :mod:`xgrad.workers`): bit for
+            bit ``xgrad.numerical_gradient(lambda W: net.loss(x, t), net.params[k], h)``.
+            The closed form on one core is far faster for this net; workers are for the
+            chapter 4 experiment as the book runs it, at scale.
 
         Returns
         -------
@@ -421,6 +433,15 @@ class TwoLayerNet:
             ``p- = p - h`` are rounded to the parameter dtype, exactly as the loop sets them.
         """
         xs, target, step, chunk = self._difference_setup(x, t, h, chunk_size)
+        if workers is not None:
+            from xgrad.numdiff import numerical_gradient
+
+            return {
+                key: numerical_gradient(
+                    _ParamLoss(self, key, xs, target), self.params[key], h=step, workers=workers
+                )
+                for key in _PARAM_KEYS
+            }
         out = _structured_gradient(
             self.backend,
             xs,
@@ -592,6 +613,33 @@ def _activation_change(xp: Any, a: Any, delta: Any, z: Any, activation: str) -> 
         return _sigmoid(xp, moved) * (1.0 - z) * -xp.expm1(-delta)
     # relu: delta where the unit stays active, the exact jump where it crosses zero.
     return xp.where(a > 0, xp.where(moved > 0, delta, -a), xp.where(moved > 0, moved, 0.0))
+
+
+class _ParamLoss:
+    """The net's loss as a function of one parameter: what workers receive and call.
+
+    Holds the other parameters, the batch and the net's structure (not the parameter
+    itself, which f must take from its argument); the net is rebuilt once per process.
+    """
+
+    def __init__(self, net: TwoLayerNet, key: str, x: Any, target: Any) -> None:
+        self.config = {k: v for k, v in net.config().items() if k != "dtype"}
+        self.dtype, self.spec = net.dtype_name, net.backend.spec
+        self.others = {k: v for k, v in net.params.items() if k != key}
+        self.key, self.x, self.target = key, x, target
+        # A private net (never the caller's, whose params must stay as they are).
+        self.net: TwoLayerNet | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "net": None}
+
+    def __call__(self, value: Any) -> Any:
+        net = self.net
+        if net is None:
+            net = self.net = TwoLayerNet(**self.config, backend=self.spec, dtype=self.dtype)
+        net.params = {**self.others, self.key: value}
+        net._sync_layers()
+        return net._loss_rows(self.x, self.target)
 
 
 def _steps(p: Any, h: float) -> tuple[Any, Any]:
