@@ -462,3 +462,36 @@ def test_two_layer_net_loop_on_workers(workers):
     closed = net.numerical_gradient(x, t)
     for k in closed:
         np.testing.assert_allclose(parallel[k], closed[k], rtol=0, atol=1e-9)
+
+
+# -- dask.array --------------------------------------------------------------------------
+
+
+def test_dask_array_numerical_diff_lazy_blockwise(cluster):
+    da = pytest.importorskip("dask.array")
+    from xgrad.numdiff import numerical_diff
+
+    calls = []
+
+    def f(v):
+        calls.append(1)
+        return np.sin(v) * v
+
+    x = np.linspace(-2, 3, 1000)
+    lazy = numerical_diff(f, da.from_array(x, chunks=128))
+    assert isinstance(lazy, da.Array)
+    assert not calls
+    assert lazy.chunks == ((128,) * 7 + (104,),)
+    # Computed on the cluster (the module's Client is the default scheduler).
+    _same(numerical_diff(f, x), lazy.compute())
+    _same(numerical_diff(f, x, h=1e-6), numerical_diff(f, da.from_array(x, 300), h=1e-6).compute())
+    ints = da.arange(12, chunks=5)
+    _same(numerical_diff(f, np.arange(12)), numerical_diff(f, ints).compute())
+    # float32 away from f's stationary point (2.03), where a relative tolerance fails.
+    x32 = np.linspace(0.1, 1.5, 1000, dtype=np.float32)
+    single = da.from_array(x32, chunks=250)
+    _same(numerical_diff(f, x32), numerical_diff(f, single).compute())
+    with pytest.raises(xgrad.ArgumentError, match=r"^full_output: "):
+        numerical_diff(f, single, full_output=True)
+    with pytest.raises(xgrad.ArgumentError, match=r"^backend: "):
+        numerical_diff(f, single, backend="numpy")

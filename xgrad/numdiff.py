@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from array_api_compat import is_dask_array
 
 from xgrad import _engine, _policy
 from xgrad._arrays import as_float_array
@@ -187,6 +188,22 @@ def numerical_diff(
     _policy.check_method(method)
     h = _policy.check_step(h)
     _policy.check_on_failure(on_failure)
+    if is_dask_array(x):
+        from xgrad import workers as _workers
+
+        return _workers.dask_diff(
+            numerical_diff,
+            f,
+            x,
+            h=h,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            full_output=full_output,
+            on_failure=on_failure,
+            backend=backend,
+            dtype=dtype,
+        )
     variable = _variable_type()
     if variable is not None and isinstance(x, variable):
 
