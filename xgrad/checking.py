@@ -28,6 +28,9 @@ dtype. The logic, in three steps:
 from __future__ import annotations
 
 import math
+import sys
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,9 +42,22 @@ from array_api_compat import device as _device
 from xgrad import _policy
 from xgrad._arrays import as_float_array, to_numpy
 from xgrad.backends import Backend, resolve_backend
-from xgrad.errors import ArgumentError, ArgumentTypeError
+from xgrad.errors import (
+    AccuracyWarning,
+    ArgumentError,
+    ArgumentTypeError,
+    InputIgnoredWarning,
+    StepSizeWarning,
+)
 
-__all__ = ["GradcheckResult", "ParamCheck", "gradcheck"]
+__all__ = [
+    "FunctionCheck",
+    "FunctionCheckResult",
+    "GradcheckResult",
+    "ParamCheck",
+    "gradcheck",
+    "miss_probability",
+]
 
 _RTOL = {"float64": 1e-6, "float32": 1e-4}
 _METHODS = ("auto", "central", "float64", "richardson")
@@ -245,12 +261,17 @@ def _one_sided(d: _Differences) -> tuple[np.ndarray, np.ndarray]:
 def gradcheck(
     target: Any,
     *inputs: Any,
-    grad: Callable[[Any], Any] | Any = None,
+    grad: Callable[..., Any] | Any = None,
     h: float | None = None,
     rtol: float | None = None,
     method: str = "auto",
     backend: str | Backend | None = None,
-) -> GradcheckResult:
+    vjp: Callable[..., Any] | None = None,
+    mode: str = "full",
+    probes: int = 3,
+    seed: int = 0,
+    resample: int = 0,
+) -> GradcheckResult | FunctionCheckResult:
     """Check an analytic gradient against numerical differences.
 
     Parameters
@@ -258,15 +279,34 @@ def gradcheck(
     target : model or callable
         A model with ``params`` (dict of arrays), ``loss(x, t)`` and ``gradient(x, t)``
         (the book's nets; :class:`xgrad.nn.TwoLayerNet`), called as
-        ``gradcheck(net, x, t)``; or a scalar function ``f(x)``, called as
-        ``gradcheck(f, x, grad=g)``.
+        ``gradcheck(net, x, t)``; or a function ``f(*inputs)`` of arrays returning a
+        scalar or an array, called as ``gradcheck(f, x, grad=g)``, ``gradcheck(f, x, y,
+        vjp=v)`` or, for torch and JAX inputs, ``gradcheck(f, x)``.
     *inputs :
-        ``x, t`` for a model; ``x`` (one array) for a function.
+        ``x, t`` for a model; the arrays f takes, for a function.
     grad : callable or array
-        Function mode only: the analytic gradient, ``grad(x)`` or its value at ``x``.
+        Function mode: the analytic gradient (scalar f) or Jacobian (array f, shape
+        ``(*out.shape, *x.shape)``), ``grad(*inputs)`` or its value; a tuple of them for
+        several inputs.
+    vjp : callable, optional
+        Function mode, instead of ``grad``: ``vjp(u, *inputs)`` returns ``u^T J`` per input.
+        With neither, inputs of a backend with autodiff are checked against its own
+        gradient (``torch.autograd``, ``jax.vjp``): a custom autograd Function in float32.
+    mode : {"full", "fast"}
+        Function mode: ``"full"`` compares every Jacobian element with the engine's
+        error-controlled reference and names the worst ones; ``"fast"`` compares
+        ``probes`` random projections ``u^T J v`` per input (a few evaluations, whatever
+        the size) and states the probability of missing an error (`miss_probability`).
+    probes, seed : int
+        Fast mode's number of probes per input, and the seed of their directions.
+    resample : int
+        Function mode: where f has a kink at the point, move the point (randomly, by
+        ~1e-4 relative) up to this many times and check there.
     h : float, optional
         Step of the central differences (default: 1e-4 in float64, 1e-3 in float32; for
-        ``method="richardson"`` 1e-3 and 1e-2, halved once).
+        ``method="richardson"`` 1e-3 and 1e-2, halved once). For a function, ``h`` or a
+        ``method`` other than ``"auto"`` selects the fixed-step check of one input with
+        ``grad=``; by default its reference and error bar come from the engine.
     rtol : float, optional
         Tolerance on ``|analytic - reference| / max|reference|`` per parameter (default:
         1e-6 in float64, 1e-4 in float32).
@@ -280,8 +320,11 @@ def gradcheck(
 
     Returns
     -------
-    GradcheckResult
-        True if every parameter passed; ``str()`` gives the table.
+    GradcheckResult or FunctionCheckResult
+        True if every parameter passed; ``str()`` gives the table. A function's result
+        has a ``verdict``: ``"gradient wrong"`` (beyond the reference's error bar),
+        ``"finite differences too noisy"`` (the error bar exceeds the tolerance), or
+        ``"f is nondeterministic"`` (two calls at the point differ).
 
     Examples
     --------
@@ -306,8 +349,26 @@ def gradcheck(
             "target: expected a model (params, loss, gradient) or a scalar function, found"
             f" {type(target).__name__}"
         )
-    if len(inputs) != 1 or grad is None:
-        raise ArgumentTypeError("gradcheck(f, x, grad=g): a function takes one input x and grad=")
+    if not inputs:
+        raise ArgumentTypeError("gradcheck(f, x, grad=g): a function needs its input arrays")
+    if h is None and method == "auto":
+        return check_function(
+            target,
+            inputs,
+            grad=grad,
+            vjp=vjp,
+            rtol=rtol,
+            mode=mode,
+            probes=probes,
+            seed=seed,
+            resample=resample,
+            backend=backend,
+        )
+    if len(inputs) != 1 or grad is None or vjp is not None or mode != "full":
+        raise ArgumentTypeError(
+            "gradcheck(f, x, grad=g, h=..., method=...): the fixed-step check takes one input"
+            " and grad= (leave h and method unset for several inputs, vjp= or mode=)"
+        )
     return _check_function(target, inputs[0], grad, h, rtol, method, backend)
 
 
@@ -462,3 +523,481 @@ def _check_function(
     reference, spread = _reference(diffs, method, h)
     rows = {"x": _compare("x", analytic, reference["x"], spread["x"], rtol)}
     return GradcheckResult(rows, b.spec, dtype, _describe(method, dtype), h, rtol)
+
+
+# -- functions of several arrays, against the engine -----------------------------------
+_MODES = ("full", "fast")
+#: Fast mode's miss probability is stated for an error of this relative norm.
+FAST_DELTA = 1e-3
+_WORST = 5
+_UNCONVERGED_MARGIN = 10.0
+
+
+@dataclass(frozen=True)
+class FunctionCheck:
+    """The comparison for one input array of a function (`gradcheck` on f).
+
+    Attributes
+    ----------
+    name : str
+        ``"x"`` for a function of one array, ``"x0"``, ``"x1"``... for several.
+    failed : int
+        Full mode: Jacobian elements wrong beyond the reference's error bar and the
+        tolerance; fast mode: probes ``u^T J v`` that are.
+    noisy : int
+        Elements (probes) the reference cannot judge: its error bar exceeds the tolerance
+        and the mismatch is within it ("finite differences too noisy here").
+    kinks : int
+        Elements where f has no derivative at the point (the engine's status 3: one-sided
+        slopes disagree); not judged.
+    max_rel : float
+        ``max |analytic - reference| / scale`` over the judged elements.
+    scale : float
+        Full mode: ``max |reference|``; fast mode: ``||J^T u|| / sqrt(n)``, the typical size
+        of a projection.
+    worst : list of (index, analytic, reference, error)
+        Full mode: the elements with the largest mismatch (index into ``(*out, *x)``).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    failed: int
+    noisy: int
+    kinks: int
+    max_abs: float
+    max_rel: float
+    scale: float
+    rtol: float
+    worst: list[tuple[tuple[int, ...], float, float, float]] = field(default_factory=list)
+    analytic: np.ndarray | None = field(default=None, repr=False)
+    reference: np.ndarray | None = field(default=None, repr=False)
+    error: np.ndarray | None = field(default=None, repr=False)
+    kink_mask: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return self.failed == 0 and self.noisy == 0
+
+    @property
+    def verdict(self) -> str:
+        if self.failed:
+            return "gradient wrong"
+        if self.noisy:
+            return "finite differences too noisy"
+        return "ok"
+
+
+@dataclass(frozen=True)
+class FunctionCheckResult:
+    """Outcome of `gradcheck` on a function; true in a boolean context if it passed.
+
+    ``verdict`` is ``"passed"``, ``"gradient wrong"``, ``"finite differences too noisy"``
+    or ``"f is nondeterministic"``; ``str()`` is the report.
+    """
+
+    params: dict[str, FunctionCheck]
+    backend: str
+    dtype: str
+    reference: str
+    analytic: str
+    mode: str
+    rtol: float
+    nfev: int
+    probes: int
+    miss_probability: float | None
+    nondeterministic: float
+    resampled: int
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return self.nondeterministic == 0 and all(p.passed for p in self.params.values())
+
+    @property
+    def verdict(self) -> str:
+        if self.nondeterministic:
+            return "f is nondeterministic"
+        if any(p.failed for p in self.params.values()):
+            return "gradient wrong"
+        if any(p.noisy for p in self.params.values()):
+            return "finite differences too noisy"
+        return "passed"
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __getitem__(self, key: str) -> FunctionCheck:
+        return self.params[key]
+
+    def report(self) -> str:
+        head = (
+            f"gradcheck on {self.backend}, {self.dtype}, {self.mode} mode: {self.analytic}"
+            f" against {self.reference}; rtol={self.rtol:g}; {self.nfev} evaluations of f"
+        )
+        lines = [head]
+        if self.nondeterministic:
+            lines.append(
+                f"f is nondeterministic: two calls at the same point differ by"
+                f" {self.nondeterministic:.3e}; no finite difference can check it"
+            )
+        unit = "probes" if self.mode == "fast" else "elements"
+        for p in self.params.values():
+            shape = "x".join(map(str, p.shape)) or "()"
+            line = (
+                f"{p.name} ({shape}): max rel diff {p.max_rel:.3e}, {p.failed} wrong,"
+                f" {p.noisy} too noisy, {p.kinks} kinks -> {p.verdict}"
+            )
+            lines.append(line)
+            for index, a, r, e in p.worst:
+                lines.append(
+                    f"    {unit[:-1]} {index}: analytic {a:.9g}, reference {r:.9g} +- {e:.2g}"
+                )
+        if self.miss_probability is not None:
+            lines.append(
+                f"fast mode: {self.probes} random probes u^T J v per input; an error of"
+                f" relative norm {FAST_DELTA:g} is missed with probability <="
+                f" {self.miss_probability:.1e}"
+            )
+        if any(p.kinks for p in self.params.values()):
+            lines.append(
+                "kinks: f has no derivative there (one-sided slopes disagree); pass"
+                " resample=1 to move the point"
+                + (f" (moved {self.resampled} times)" if self.resampled else "")
+            )
+        if any(p.noisy for p in self.params.values()):
+            lines.append(
+                "too noisy: the reference's error bar is larger than the tolerance there,"
+                " so those elements cannot be judged (not a wrong gradient)"
+            )
+        lines.append("PASSED" if self.passed else f"FAILED: {self.verdict}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
+
+
+def backend_hook(b: Backend | str, name: str) -> Callable[..., Any] | None:
+    """A function ``name`` (``vjp``, ``jit``, ``enable_float64``) of a backend's module.
+
+    Backends describe themselves in the module that holds their factory; a module may add
+    these optional hooks next to it (torch and JAX have ``vjp``). None where it has none.
+    """
+    from xgrad.backends import registered_backends
+
+    entry = registered_backends().get(b if isinstance(b, str) else b.name)
+    if entry is None:
+        return None
+    module = sys.modules.get(getattr(entry.create, "__module__", ""), None)
+    hook = getattr(module, name, None)
+    return hook if callable(hook) else None
+
+
+def miss_probability(rtol: float, probes: int, delta: float = FAST_DELTA) -> float:
+    """Fast mode's chance to miss an error of relative norm ``delta`` with ``probes`` probes.
+
+    A probe passes a wrong gradient when ``|e . v| <= rtol ||a|| / sqrt(n)`` for the error
+    vector e (``||e|| = delta ||a||``) and a random Gaussian v of norm ~1: e . v is then
+    ``N(0, ||e||^2 / n)``, so one probe misses with probability ``P(|Z| <= rtol / delta)``
+    ``<= sqrt(2/pi) rtol / delta``, and independent probes all miss with its power.
+    """
+    one = min(1.0, math.erf(rtol / delta / math.sqrt(2.0)))
+    return one**probes
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, tuple | list) else (value,)
+
+
+def _analytic_vjp(
+    f: Callable[..., Any], xs: tuple[Any, ...], b: Backend, grad: Any, vjp: Any
+) -> tuple[Callable[[np.ndarray], list[np.ndarray]], str, tuple[int, ...]]:
+    """``(u -> [u^T J_i for each input], description, output shape)`` on the host."""
+    xp = b.xp
+    shapes = [tuple(x.shape) for x in xs]
+    if grad is not None:
+        value = grad(*xs) if callable(grad) else grad
+        jac = [to_numpy(j).astype(np.float64) for j in _as_tuple(value)]
+        if len(jac) != len(xs):
+            raise ArgumentError(
+                f"grad: expected {len(xs)} arrays (one per input), found {len(jac)}"
+            )
+        out_shape = tuple(jac[0].shape[: jac[0].ndim - len(shapes[0])])
+        for i, (j, s) in enumerate(zip(jac, shapes, strict=True)):
+            if tuple(j.shape) != out_shape + s:
+                raise ArgumentError(
+                    f"grad: expected the Jacobian of input {i} to have shape"
+                    f" {out_shape + s} (output shape + input shape), found {tuple(j.shape)}"
+                )
+
+        def from_jacobian(u: np.ndarray) -> list[np.ndarray]:
+            return [np.tensordot(u, j, axes=len(out_shape)) for j in jac]
+
+        return from_jacobian, "grad=", out_shape
+    out = f(*xs)
+    out_shape = tuple(getattr(out, "shape", ()))
+    dtype = xs[0].dtype
+    if vjp is not None:
+
+        def given(u: np.ndarray) -> list[np.ndarray]:
+            cot = xp.asarray(u, dtype=dtype, device=b.device)
+            return [to_numpy(g).astype(np.float64) for g in _as_tuple(vjp(cot, *xs))]
+
+        return given, "vjp=", out_shape
+    hook = backend_hook(b, "vjp")
+    if hook is None:
+        raise ArgumentTypeError(
+            f"gradcheck(f, x, grad=g): {b.name} has no autodiff of its own, so pass grad= (the"
+            " gradient or Jacobian, callable or array) or vjp= (cotangent, *inputs) -> grads"
+        )
+
+    def own(u: np.ndarray) -> list[np.ndarray]:
+        cot = xp.asarray(u, dtype=dtype, device=b.device)
+        _, grads = hook(f, xs, cot)
+        return [to_numpy(g).astype(np.float64) for g in grads]
+
+    return own, f"{b.name}'s own autodiff", out_shape
+
+
+def _scalarized(f: Callable[..., Any], names: list[str], u: Any, xp: Any, count: list[int]) -> Any:
+    def g(d: Any) -> float:
+        count[0] += 1
+        out = f(*(d[k] for k in names))
+        if u is None:
+            return _scalar(out, "f(x)")
+        return float(to_numpy(xp.sum(out * u)))
+
+    return g
+
+
+def _judge(
+    name: str,
+    shape: tuple[int, ...],
+    a: np.ndarray,
+    r: np.ndarray,
+    err: np.ndarray,
+    kink: np.ndarray,
+    converged: np.ndarray,
+    scale: float,
+    rtol: float,
+    worst: bool,
+) -> FunctionCheck:
+    diff = np.abs(a - r)
+    tol = rtol * scale
+    judged = ~kink
+    # A converged element's error bounds the reference's error; an unconverged one's
+    # (noisy f, tolerance not met) only estimates it, so it gets a margin before a
+    # mismatch counts as a wrong gradient rather than as noise.
+    bar = np.where(converged, err, _UNCONVERGED_MARGIN * err)
+    wrong = judged & ~(diff <= tol + bar)  # NaN is wrong
+    noisy = judged & ~wrong & ((diff > tol) | ~converged & (err > tol))
+    d = diff[judged]
+    max_abs = float(np.max(d, initial=0.0)) if not np.isnan(d).any() else math.inf
+    rows: list[tuple[tuple[int, ...], float, float, float]] = []
+    if worst and a.size:
+        key = np.where(judged, np.nan_to_num(diff, nan=np.inf), -1.0).ravel()
+        for k in np.argsort(-key, kind="stable")[:_WORST]:
+            if key[k] <= tol:
+                break
+            idx = tuple(int(i) for i in np.unravel_index(int(k), a.shape))
+            rows.append((idx, float(a.flat[k]), float(r.flat[k]), float(err.flat[k])))
+    return FunctionCheck(
+        name=name,
+        shape=shape,
+        failed=int(np.count_nonzero(wrong)),
+        noisy=int(np.count_nonzero(noisy)),
+        kinks=int(np.count_nonzero(kink)),
+        max_abs=max_abs,
+        max_rel=max_abs / scale if scale else (0.0 if max_abs == 0 else math.inf),
+        scale=scale,
+        rtol=rtol,
+        worst=rows,
+        analytic=a,
+        reference=r,
+        error=err,
+        kink_mask=kink,
+    )
+
+
+def check_function(
+    f: Callable[..., Any],
+    inputs: tuple[Any, ...],
+    *,
+    grad: Any = None,
+    vjp: Any = None,
+    rtol: float | None = None,
+    mode: str = "full",
+    probes: int = 3,
+    seed: int = 0,
+    resample: int = 0,
+    backend: str | Backend | None = None,
+) -> FunctionCheckResult:
+    """`gradcheck` for ``f(*inputs)`` (arrays in, array or scalar out) against the engine."""
+    from xgrad.numdiff import DiffStatus, numerical_diff, numerical_gradient
+
+    if mode not in _MODES:
+        raise ArgumentError(f"mode: expected one of {_MODES}, found {mode!r}")
+    if not (isinstance(probes, int) and probes >= 1):
+        raise ArgumentError(f"probes: expected an int >= 1, found {probes!r}")
+    if not (isinstance(resample, int) and resample >= 0):
+        raise ArgumentError(f"resample: expected an int >= 0, found {resample!r}")
+    if grad is not None and vjp is not None:
+        raise ArgumentTypeError("gradcheck: pass grad= or vjp=, not both")
+    if resample and grad is not None and not callable(grad):
+        raise ArgumentTypeError("resample: needs grad= as a callable (an array is for one point)")
+    start = time.perf_counter()
+    b = resolve_backend(backend, *inputs)
+    xs = tuple(as_float_array(x, backend=b, name=f"inputs[{i}]")[0] for i, x in enumerate(inputs))
+    dtype = b.dtype_name(xs[0].dtype)
+    if any(b.dtype_name(x.dtype) != dtype for x in xs):
+        raise ArgumentError(
+            f"inputs: expected one float dtype, found {[b.dtype_name(x.dtype) for x in xs]}"
+        )
+    if dtype not in _RTOL:
+        raise ArgumentTypeError(f"inputs: expected float32 or float64 arrays, found {dtype}")
+    if rtol is None:
+        rtol = _RTOL[dtype]
+    if not (isinstance(rtol, int | float) and rtol > 0):
+        raise ArgumentError(f"rtol: expected a number > 0, found {rtol!r}")
+    names = ["x"] if len(xs) == 1 else [f"x{i}" for i in range(len(xs))]
+    rng = np.random.default_rng(seed)
+    count = [0]
+
+    def counted(*a: Any) -> Any:
+        count[0] += 1
+        return f(*a)
+
+    # Repeated calls: a nondeterministic f (atomics on a GPU, an unseeded dropout) makes
+    # every finite difference meaningless; say so instead of reporting a wrong gradient.
+    first, second = to_numpy(counted(*xs)), to_numpy(counted(*xs))
+    nondet = float(np.max(np.abs(first.astype(np.float64) - second), initial=0.0))
+    if first.shape != second.shape or not np.isfinite(nondet):
+        nondet = math.inf
+    up64 = dtype == "float32" and b.supports_float64
+    ref_dtype = "float64" if up64 else dtype
+
+    def cast(x: Any) -> Any:
+        return b.xp.astype(x, b.float_dtype("float64")) if up64 else x
+
+    resampled = 0
+    while True:
+        avjp, analytic, out_shape = _analytic_vjp(counted, xs, b, grad, vjp)
+        m = math.prod(out_shape)
+        point = {k: cast(x) for k, x in zip(names, xs, strict=True)}
+        rows: dict[str, FunctionCheck] = {}
+        with warnings.catch_warnings():
+            # full_output reports, per element, what these warnings would say.
+            for category in (AccuracyWarning, StepSizeWarning, InputIgnoredWarning):
+                warnings.simplefilter("ignore", category)
+            if mode == "full":
+                a_rows: list[list[np.ndarray]] = []
+                r_rows: dict[str, list[Any]] = {k: [] for k in names}
+                for i in range(max(m, 1)):
+                    u = None
+                    host_u = np.ones(())
+                    if out_shape:
+                        host_u = np.zeros(m)
+                        host_u[i] = 1.0
+                        host_u = host_u.reshape(out_shape)
+                        u = b.xp.asarray(host_u, dtype=b.float_dtype(ref_dtype), device=b.device)
+                    a_rows.append(avjp(host_u))
+                    res = numerical_gradient(
+                        _scalarized(f, names, u, b.xp, count), point, full_output=True
+                    )
+                    for k in names:
+                        r_rows[k].append(res[k])
+                for j, k in enumerate(names):
+                    shape = tuple(xs[j].shape)
+                    a = np.stack([row[j] for row in a_rows]).reshape(out_shape + shape)
+                    r = np.stack([to_numpy(d.df) for d in r_rows[k]]).astype(np.float64)
+                    e = np.stack([to_numpy(d.error) for d in r_rows[k]]).astype(np.float64)
+                    st = np.stack([np.asarray(to_numpy(d.status)) for d in r_rows[k]])
+                    r, e = r.reshape(a.shape), e.reshape(a.shape)
+                    kink = st.reshape(a.shape) == int(DiffStatus.NOT_DIFFERENTIABLE)
+                    converged = st.reshape(a.shape) == int(DiffStatus.CONVERGED)
+                    scale = float(np.max(np.abs(r[~kink]), initial=0.0)) or float(
+                        np.max(np.abs(a), initial=0.0)
+                    )
+                    rows[k] = _judge(k, shape, a, r, e, kink, converged, scale, rtol, worst=True)
+            else:
+                for j, k in enumerate(names):
+                    shape = tuple(xs[j].shape)
+                    n = max(math.prod(shape), 1)
+                    a_p, r_p, e_p, kink_p, conv_p = [], [], [], [], []
+                    scales = []
+                    for _ in range(probes):
+                        host_u = rng.standard_normal(out_shape) if out_shape else np.ones(())
+                        v = rng.standard_normal(shape)
+                        v /= np.linalg.norm(v) or 1.0
+                        g = avjp(host_u)[j]
+                        a_p.append(float(np.sum(g * v)))
+                        scales.append(float(np.linalg.norm(g)) / math.sqrt(n))
+                        u = (
+                            b.xp.asarray(host_u, dtype=b.float_dtype(ref_dtype), device=b.device)
+                            if out_shape
+                            else None
+                        )
+                        direction = b.asarray(v, dtype=ref_dtype)
+                        scalar = _scalarized(f, names, u, b.xp, count)
+
+                        def along(
+                            t: float,
+                            scalar: Any = scalar,
+                            k: str = k,
+                            d: Any = direction,
+                            p: Any = point,
+                        ) -> float:
+                            moved = dict(p)
+                            moved[k] = p[k] + t * d
+                            return scalar(moved)
+
+                        res = numerical_diff(along, 0.0, full_output=True)
+                        r_p.append(float(res.df))
+                        e_p.append(float(res.error))
+                        kink_p.append(int(res.status) == int(DiffStatus.NOT_DIFFERENTIABLE))
+                        conv_p.append(int(res.status) == int(DiffStatus.CONVERGED))
+                    rows[k] = _judge(
+                        k,
+                        shape,
+                        np.array(a_p),
+                        np.array(r_p),
+                        np.array(e_p),
+                        np.array(kink_p),
+                        np.array(conv_p),
+                        max(scales) if scales else 0.0,
+                        rtol,
+                        worst=True,
+                    )
+        if resampled >= resample or not any(p.kinks for p in rows.values()):
+            break
+        # A kink at the point (ReLU at 0): any nearby point checks the same gradient code.
+        resampled += 1
+        xs = tuple(
+            x
+            + b.asarray(
+                1e-4 * rng.standard_normal(tuple(x.shape)) * (1.0 + np.abs(to_numpy(x))),
+                dtype=dtype,
+            )
+            for x in xs
+        )
+    reference = (
+        "the error-controlled engine (numerical_gradient, full_output)"
+        + (" on float64 copies" if up64 else "")
+        if mode == "full"
+        else "the engine's directional derivatives (numerical_diff)"
+        + (" on float64 copies" if up64 else "")
+    )
+    return FunctionCheckResult(
+        params=rows,
+        backend=b.spec,
+        dtype=dtype,
+        reference=reference,
+        analytic=analytic,
+        mode=mode,
+        rtol=float(rtol),
+        nfev=count[0],
+        probes=probes if mode == "fast" else 0,
+        miss_probability=miss_probability(float(rtol), probes) if mode == "fast" else None,
+        nondeterministic=nondet,
+        resampled=resampled,
+        seconds=time.perf_counter() - start,
+    )

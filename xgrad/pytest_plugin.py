@@ -29,7 +29,6 @@ only when a JAX row is (ini option ``xgrad_jax_x64 = false`` leaves it alone).
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
@@ -37,6 +36,7 @@ import pytest
 
 from xgrad import testing as _testing
 from xgrad.backends import Backend, BackendUnavailableError, get_backend, registered_backends
+from xgrad.checking import backend_hook
 
 __all__ = ["CAPABILITIES", "capabilities", "matrix", "row_matches"]
 
@@ -136,21 +136,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize("dtype", DTYPES, indirect=True)
 
 
-# -- backend hooks -----------------------------------------------------------------------
-def backend_hook(b: Backend | str, name: str) -> Callable[..., Any] | None:
-    """A function ``name`` (``vjp``, ``jit``, ``enable_float64``) of a backend's module.
-
-    Backends describe themselves in the module that holds their factory; a module may
-    add these optional hooks next to it. None where the backend has no such hook.
-    """
-    entry = registered_backends().get(b if isinstance(b, str) else b.name)
-    if entry is None:
-        return None
-    module = sys.modules.get(getattr(entry.create, "__module__", ""), None)
-    hook = getattr(module, name, None)
-    return hook if callable(hook) else None
-
-
+# -- capabilities ------------------------------------------------------------------------
 _capabilities: dict[tuple[str, str], frozenset[str]] = {}
 
 
