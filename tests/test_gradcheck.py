@@ -349,3 +349,16 @@ def test_function_mode_bad_arguments() -> None:
         xgrad.gradcheck(lambda v: v * 2, x, grad=np.ones(3))
     with pytest.raises(ValueError, match="probes: expected an int >= 1"):
         xgrad.gradcheck(lambda v: np.sum(v), x, grad=np.ones(2), mode="fast", probes=0)
+
+
+def test_float32_f_that_refuses_float64_keeps_a_float32_reference() -> None:
+    torch = pytest.importorskip("torch")
+    m = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float32)
+    x = torch.tensor([0.3, -0.7], dtype=torch.float32)
+
+    def f(v: Any) -> Any:
+        return torch.sum(torch.sin(m @ v))  # float64 v: "must have the same dtype"
+
+    result = xgrad.gradcheck(f, x)  # torch.autograd against a float32 reference
+    assert result.passed, str(result)
+    assert "float64" not in result.reference
