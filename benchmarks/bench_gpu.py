@@ -446,7 +446,11 @@ def ch4_run(
     evaluate: bool = True,
     snapshot_at: int = 0,
 ) -> dict[str, Any]:
-    """``xgrad.train(gradient="numerical")``'s loop (same net, seeds and minibatches)."""
+    """``xgrad.train(gradient="numerical")``'s loop: the library's own core
+    (`xgrad._trainloop.fit`: same net, seeds, minibatches and steps), synchronized every 20
+    iterations (the time limit needs honest clocks, the GPU a queue)."""
+    from xgrad._trainloop import Minibatches, blocks, book_step, fit
+
     x_host, t_host, xt_host, tt_host = data
     fdtype = b.float_dtype("float64")
     eye = np.eye(10)
@@ -455,17 +459,14 @@ def ch4_run(
     t_test = b.asarray(eye[tt_host], dtype=fdtype)
     net = TwoLayerNet(784, 50, 10, 0.01, activation="sigmoid", backend=b, dtype=fdtype, seed=seed)
     opt = SGD(lr=lr)
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     train_size = int(x_host.shape[0])
+    batches = Minibatches(seed, train_size, batch_size, b)
     iter_per_epoch = max(train_size // batch_size, 1)
-    xp = b.xp
-    losses: list[Any] = []
+    loss_values: list[float] = []
     epochs: list[dict[str, Any]] = []
-    snapshot = None
-    eval_s = 0.0
+    state: dict[str, Any] = {"snapshot": None, "eval_s": 0.0, "train_s": 0.0, "done": 0}
 
     def evaluate_now(i: int) -> None:
-        nonlocal eval_s
         t1 = time.perf_counter()
         epochs.append(
             {
@@ -474,33 +475,27 @@ def ch4_run(
                 "test_acc": net.accuracy(x_test, t_test),
             }
         )
-        eval_s += time.perf_counter() - t1
+        state["eval_s"] += time.perf_counter() - t1
+
+    def on_block(first: int, losses: list[float], seconds: float) -> bool:
+        done = first + len(losses)
+        loss_values.extend(losses)
+        state["train_s"] += seconds
+        state["done"] = done
+        if done == snapshot_at:
+            state["snapshot"] = _host_params(b, net.params)
+        if evaluate and (done - 1) % iter_per_epoch == 0:
+            evaluate_now(done - 1)
+        return done == iters or state["train_s"] >= time_limit
 
     _sync(b, x_train, t_train, *net.params.values())
-    train_s, done = 0.0, 0
-    t0 = time.perf_counter()
-    for i in range(iters):
-        mask = b.asarray(rng.choice(train_size, batch_size).astype(np.int64))
-        xb, tb = xp.take(x_train, mask, axis=0), xp.take(t_train, mask, axis=0)
-        grads = net.numerical_gradient(xb, tb, chunk_size=chunk)
-        opt.update(net.params, grads)
-        losses.append(net.loss(xb, tb))
-        done = i + 1
-        if done == snapshot_at:
-            snapshot = _host_params(b, net.params)
-        at_epoch = evaluate and i % iter_per_epoch == 0
-        # Synchronize now and then only: the time limit needs honest clocks, the GPU a queue.
-        if at_epoch or done % 20 == 0 or done == iters:
-            _sync(b, losses[-1], *net.params.values())
-            train_s += time.perf_counter() - t0
-            if at_epoch:
-                evaluate_now(i)
-            if done == iters or train_s >= time_limit:
-                break
-            t0 = time.perf_counter()
-    loss_values = [float(b.to_numpy(v)) for v in losses]
+    schedule = blocks(0, iters, 20, iter_per_epoch, stops=(snapshot_at,) if snapshot_at else ())
+    step = book_step(net, opt, "numerical", chunk_size=chunk)
+    fit(step, batches, x_train, t_train, schedule, on_block)
+    done, train_s = state["done"], state["train_s"]
     if evaluate and (not epochs or epochs[-1]["iteration"] != done - 1):
         evaluate_now(done - 1)
+    eval_s, snapshot = state["eval_s"], state["snapshot"]
     return {
         "iters_done": done,
         "train_s": train_s,

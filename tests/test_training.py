@@ -132,6 +132,15 @@ def book_run(
     }
 
 
+def test_minibatch_stream_is_the_documented_recipe() -> None:
+    from xgrad.random import minibatch_stream
+
+    recipe = np.random.default_rng(np.random.SeedSequence(7).spawn(1)[0])
+    stream = minibatch_stream(7, backend="numpy")
+    for _ in range(3):
+        assert stream.choice(1000, 5).tolist() == recipe.choice(1000, 5).tolist()
+
+
 @pytest.mark.parametrize("activation", ["sigmoid", "relu"])
 def test_matches_the_books_loop(activation: str) -> None:
     ref = book_run(**CONFIG, activation=activation)
@@ -342,16 +351,17 @@ def test_progress_bar_and_quiet() -> None:
 
 def test_eta_and_per_iteration_times(monkeypatch: pytest.MonkeyPatch) -> None:
     """The bar's ETA is the measured rate over the iterations left plus the evaluations left."""
+    import xgrad._progress as progress
     import xgrad.training as training
 
     shown: list[tuple[int, float | None]] = []
-    real = training._Progress.update
+    real = progress.ProgressBar.update
 
     def spy(self, done, loss, rate, eta_s=None):  # type: ignore[no-untyped-def]
         shown.append((done, eta_s, rate))
         return real(self, done, loss, rate, eta_s)
 
-    monkeypatch.setattr(training._Progress, "update", spy)
+    monkeypatch.setattr(progress.ProgressBar, "update", spy)
     bar = io.StringIO()
     result = train(**{**CONFIG, "quiet": False}, progress=True, stream=bar)
     times = result.history["timings"]["iter_s"]
@@ -730,3 +740,33 @@ def test_divergence_found_at_its_iteration_on_an_accelerator(tmp_path: Path) -> 
     assert record["iteration"] == 25
     history = json.loads((tmp_path / "r" / HISTORY).read_text())
     assert history["iterations_done"] == 25
+
+
+# -- TrainConfig: the one list of settings -------------------------------------------------------
+def test_train_config_is_the_one_list_of_settings() -> None:
+    import dataclasses
+
+    from xgrad.cli import build_parser
+    from xgrad.training import TrainConfig
+
+    # What a resumed run must share: the settings marked so, and the data's sizes.
+    assert set(TrainConfig.must_match()) == {
+        "dataset", "train_size", "test_size", "input_size", "output_size", "hidden",
+        "activation", "weight_init_std", "batch_size", "lr", "gradient", "optimizer", "seed",
+        "dtype",
+    }  # fmt: skip
+    # Every setting is an option of `xgrad train`, with the setting's default.
+    args = build_parser().parse_args(["train"])
+    for f in dataclasses.fields(TrainConfig):
+        assert getattr(args, f.name) == f.default, f.name
+    settings = {k: v for k, v in CONFIG.items() if k not in ("data", "quiet")}
+    by_config = train(TrainConfig(**settings), data=DATA, quiet=True)
+    by_keywords = train(**CONFIG)
+    assert by_config.history["train_loss"] == by_keywords.history["train_loss"]
+    # Keywords override the config's fields.
+    longer = train(TrainConfig(**settings), data=DATA, quiet=True, iters=CONFIG["iters"] + 1)
+    assert longer.history["iterations_done"] == CONFIG["iters"] + 1
+    with pytest.raises(TypeError, match=r"unknown settings \['iterations'\]"):
+        train(iterations=5)
+    with pytest.raises(TypeError, match="config: expected a TrainConfig"):
+        train({"iters": 5})  # type: ignore[arg-type]

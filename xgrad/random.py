@@ -14,7 +14,7 @@ from xgrad.backends import Backend, get_backend
 from xgrad.backends._base import DtypeLike
 from xgrad.errors import ArgumentError, ArgumentTypeError
 
-__all__ = ["HostRandom"]
+__all__ = ["HostRandom", "minibatch_stream"]
 
 
 class HostRandom:
@@ -85,3 +85,19 @@ class HostRandom:
     def permutation(self, n: int) -> Any:
         """A random permutation of ``range(n)`` as an int64 array of the backend."""
         return self.backend.asarray(self.rng.permutation(n).astype(np.int64))
+
+
+def minibatch_stream(seed: int, *, backend: str | Backend | None = None) -> HostRandom:
+    """The generator of minibatch indices for ``seed``: the one ``xgrad train`` draws from.
+
+    A stream of its own, spawned from ``seed`` (the net's initial weights use ``seed``
+    itself), so a loop that draws its minibatches here with ``choice(train_size,
+    batch_size)`` sees the minibatches of ``xgrad.train(seed=seed)``, on every backend.
+
+    >>> minibatch_stream(0, backend="numpy").choice(60000, 3).tolist()
+    [48134, 56576, 328]
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ArgumentError(f"seed: expected a non-negative integer, found {seed!r}")
+    spawned = np.random.SeedSequence(int(seed)).spawn(1)[0]
+    return HostRandom(np.random.default_rng(spawned), backend=backend)

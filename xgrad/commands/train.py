@@ -4,45 +4,44 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
-from xgrad.commands._options import add_data_arguments, add_device_arguments, add_net_arguments
+from typing import Any
 
 HELP = "train the book's two-layer net on MNIST-format data (history, figures, checkpoints)"
 
 
+# Where each setting of TrainConfig appears in --help (the settings themselves, their
+# defaults, choices and help are TrainConfig's).
+_GROUPS = {"dataset": "data", "backend": "where", "device": "where", "dtype": "where"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_data_arguments(parser.add_argument_group("data"))
-    model = parser.add_argument_group("model and training (defaults: the book's ch. 4)")
-    model.add_argument("--iters", type=int, default=10000, help="iterations (default 10000)")
-    model.add_argument("--batch-size", type=int, default=100, help="minibatch size (100)")
-    model.add_argument("--lr", type=float, default=0.1, help="learning rate (0.1)")
-    add_net_arguments(model, activation="sigmoid")
-    model.add_argument(
-        "--gradient",
-        default="backprop",
-        choices=["backprop", "numerical"],
-        help="backprop (ch. 5) or numerical (ch. 4; very slow on real data)",
+    from xgrad.training import TrainConfig
+
+    groups = {
+        "data": parser.add_argument_group("data"),
+        "model": parser.add_argument_group("model and training (defaults: the book's ch. 4)"),
+        "where": parser.add_argument_group("where to compute"),
+    }
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        text = meta["help"] + ("" if f.default is None else f" (default {f.default})")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": text}
+        if meta["choices"] is not None:
+            kwargs["choices"] = list(meta["choices"]())
+        elif type(f.default) in (int, float):
+            kwargs["type"] = type(f.default)
+        groups[_GROUPS.get(f.name, "model")].add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    data = groups["data"]
+    data.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="look for (and download) the data here first; also $XGRAD_DATA",
     )
-    model.add_argument(
-        "--optimizer",
-        default="sgd",
-        choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
-        help="optimizer from xgrad.optim, with --lr (default sgd)",
-    )
-    model.add_argument(
-        "--seed", type=int, default=0, help="seed of the initial weights and of the minibatches (0)"
-    )
-    where = parser.add_argument_group("where to compute")
-    where.add_argument(
-        "--backend",
-        help="numpy, cupy, torch, jax, array_api_strict, "
-        "optionally with a device: torch:cuda (default: "
-        "$XGRAD_BACKEND or numpy)",
-    )
-    add_device_arguments(where)
+    data.add_argument("--no-download", action="store_true", help="only use data already on disk")
     out = parser.add_argument_group("output")
     out.add_argument(
         "--out",
@@ -94,7 +93,7 @@ def _removed_if_unused(out: Path, *, created: bool) -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     from xgrad._rundir import sigterm_as_interrupt
     from xgrad.errors import ArgumentError
-    from xgrad.training import train
+    from xgrad.training import TrainConfig, train
 
     if args.resume and not args.out:
         raise ArgumentError("--resume needs --out DIR, the directory of the run to continue")
@@ -103,20 +102,9 @@ def run(args: argparse.Namespace) -> int:
     # stays, the lock is released, and the message says how to resume.
     with sigterm_as_interrupt(), _removed_if_unused(out, created=not args.out):
         result = train(
-            dataset=args.dataset,
+            TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}),
             data_dir=args.data_dir,
             download=not args.no_download,
-            iters=args.iters,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            hidden=args.hidden,
-            activation=args.activation,
-            gradient=args.gradient,
-            optimizer=args.optimizer,
-            backend=args.backend,
-            device=args.device,
-            dtype=args.dtype,
-            seed=args.seed,
             out=out,
             resume=args.resume,
             plot=not args.no_plot,
