@@ -168,6 +168,38 @@ def test_matches_numpy_reference(backend: xgrad.Backend, name: str, dtype: str) 
             assert slot[k].dtype == params[k].dtype
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_pure_rule_is_the_book_update(backend: xgrad.Backend, name: str) -> None:
+    """init/apply give update's numbers bit for bit, and change nothing they are given."""
+    ours_cls, _, hyper = CASES[name]
+    host, grads_at = _host_problem("float64")
+    params = {k: backend.asarray(v.copy()) for k, v in host.items()}
+    pure = {k: backend.asarray(v.copy()) for k, v in host.items()}
+    book, rule = ours_cls(**hyper), ours_cls(**hyper)
+    state = rule.init(pure)
+    assert state.count == 0 and set(state.slots) == set(rule._slots)
+    for step in range(STEPS):
+        grads = {k: backend.asarray(v) for k, v in grads_at(step, host).items()}
+        book.update(params, grads)
+        before = {k: to_numpy(v).copy() for k, v in pure.items()}
+        slots_before = {
+            s: {k: to_numpy(v).copy() for k, v in a.items()} for s, a in state.slots.items()
+        }
+        new, new_state = rule.apply(grads, state, pure)
+        for k in pure:  # nothing given was written
+            np.testing.assert_array_equal(to_numpy(pure[k]), before[k])
+            for slot, arrays in state.slots.items():
+                np.testing.assert_array_equal(to_numpy(arrays[k]), slots_before[slot][k])
+        pure, state = new, new_state
+    assert state.count == book.iter == STEPS
+    for k in params:
+        np.testing.assert_array_equal(to_numpy(pure[k]), to_numpy(params[k]))
+        for slot in rule._slots:
+            np.testing.assert_array_equal(
+                to_numpy(state.slots[slot][k]), to_numpy(book.state[slot][k])
+            )
+
+
 BOOK_LRS = {"sgd": 0.95, "momentum": 0.1, "adagrad": 1.5, "adam": 0.3}
 
 

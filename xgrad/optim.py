@@ -12,6 +12,12 @@ replaced by a new array, so code must read parameters back from the dict. Writea
 found out by trying, per array. Python numbers (the book's ``optimizer_compare_naive.py``)
 stay Python floats.
 
+Underneath, each optimizer is a pure rule in optax's shape: ``init(params)`` gives an
+`OptState` (the step count and per-parameter arrays by slot), ``apply(grads, state,
+params)`` returns the new parameters and the new state and changes nothing it is given.
+``update`` is the book's adapter over the two: it checks its arguments, keeps the state in
+``opt.state``, and writes the new values back.
+
 >>> import numpy as np
 >>> params = {"W": np.array([1.0, -2.0])}
 >>> W = params["W"]
@@ -25,9 +31,10 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+from array_api_compat import array_namespace as _namespace
 from array_api_compat import device as device_of
 
 from xgrad.backends import Backend, get_backend, resolve_backend
@@ -40,6 +47,7 @@ __all__ = [
     "Adam",
     "Momentum",
     "Nesterov",
+    "OptState",
     "Optimizer",
     "RMSprop",
     "get_optimizer",
@@ -109,12 +117,27 @@ def _is_float_dtype(b: Backend, dtype: Any) -> bool:
         return b.dtype_name(dtype) in ("float16", "float32", "float64")
 
 
+class OptState(NamedTuple):
+    """An optimizer's state between steps (optax's ``init``/``update`` state).
+
+    Attributes
+    ----------
+    count : int
+        Steps taken.
+    slots : dict of dict of arrays
+        ``slots[slot][key]``: per-parameter arrays, e.g. Momentum's ``slots["v"]["W1"]``.
+    """
+
+    count: int
+    slots: Mapping[str, Mapping[str, Any]]
+
+
 class Optimizer:
-    """Base class: validation, lazy state, in-place writes and checkpoints.
+    """Base class: the pure rule (`init`, `apply`) and the book's `update` over it.
 
     Subclasses name their hyperparameters in ``_hyper`` and their per-parameter state
-    arrays in ``_slots``, and implement ``_step(key, p, g, xp)`` returning the new value
-    of ``p`` (state is read from and written to ``self.state[slot][key]``).
+    arrays in ``_slots``, and implement ``_rule(p, g, s, xp, t)``: the new value of ``p``
+    and the new arrays of its slots ``s`` (a dict), at step ``t`` (1 for the first).
 
     Attributes
     ----------
@@ -146,7 +169,50 @@ class Optimizer:
         """The hyperparameters by name, e.g. ``{"lr": 0.01, "momentum": 0.9}``."""
         return {h: getattr(self, h) for h in self._hyper}
 
-    # -- the update ---------------------------------------------------------------------
+    # -- the pure rule -------------------------------------------------------------------
+    def init(self, params: Mapping[str, Any]) -> OptState:
+        """The state before the first step: zeros like each parameter in every slot.
+
+        >>> import numpy as np
+        >>> Momentum().init({"W": np.array([1.0, 2.0])})
+        OptState(count=0, slots={'v': {'W': array([0., 0.])}})
+        """
+        slots = {
+            slot: {k: _namespace(p).zeros_like(p, device=device_of(p)) for k, p in params.items()}
+            for slot in self._slots
+        }
+        return OptState(0, slots)
+
+    def apply(
+        self, grads: Mapping[str, Any], state: OptState, params: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], OptState]:
+        """One step as a pure function: the new parameters and the new state.
+
+        Nothing given is changed (arrays are not written in place), so the rule composes
+        with immutable arrays and function transformations. Arrays of one backend and
+        dtype are expected; `update` checks and converts its arguments first.
+
+        >>> import numpy as np
+        >>> opt = SGD(lr=0.5)
+        >>> params = {"W": np.array([1.0])}
+        >>> new, state = opt.apply({"W": np.array([1.0])}, opt.init(params), params)
+        >>> new["W"], params["W"], state.count
+        (array([0.5]), array([1.]), 1)
+        """
+        t = state.count + 1
+        slots = {slot: dict(state.slots[slot]) for slot in self._slots}
+        new_params = {}
+        for key, p in params.items():
+            own = {slot: state.slots[slot][key] for slot in self._slots}
+            new_params[key], own = self._rule(p, grads[key], own, _namespace(p), t)
+            for slot, value in own.items():
+                slots[slot][key] = value
+        return new_params, OptState(t, slots)
+
+    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
+        raise NotImplementedError
+
+    # -- the book's update ----------------------------------------------------------------
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         """Apply one step to every entry of ``params`` using ``grads[key]``.
 
@@ -183,14 +249,19 @@ class Optimizer:
                 f"grads: no gradient for params {missing}; found keys {list(grads)}"
             )
         prepared = [(key, *self._prepare(key, params[key], grads[key])) for key in params]
-        self.iter += 1
-        self._begin_step()
-        for key, p, g, scalar, backend in prepared:
+        for key, p, _, _, backend in prepared:
             if self._loaded_on_host or (self._slots and key not in self.state[self._slots[0]]):
                 self._init_state(key, p, backend)
-            xp = backend.xp
-            new = self._step(key, p, g, xp)
-            params[key] = float(backend.to_numpy(new)) if scalar else _write(p, new)
+        new, state = self.apply(
+            {key: g for key, _, g, _, _ in prepared},
+            OptState(self.iter, self.state),
+            {key: p for key, p, _, _, _ in prepared},
+        )
+        for key, p, _, scalar, backend in prepared:
+            params[key] = float(backend.to_numpy(new[key])) if scalar else _write(p, new[key])
+        self.iter = state.count
+        for slot, arrays in state.slots.items():
+            self.state[slot].update(arrays)
         self._loaded_on_host = False
 
     def _prepare(self, key: str, p: Any, g: Any) -> tuple[Any, Any, bool, Backend]:
@@ -261,12 +332,6 @@ class Optimizer:
                     f"params[{key!r}] of shape {tuple(p.shape)}"
                 )
             self.state[slot][key] = s
-
-    def _begin_step(self) -> None:
-        """Hook run once per update, before the parameters (Adam's bias correction)."""
-
-    def _step(self, key: str, p: Any, g: Any, xp: Any) -> Any:
-        raise NotImplementedError
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -370,8 +435,8 @@ class SGD(Optimizer):
 
     _hyper = ("lr",)
 
-    def _step(self, key: str, p: Any, g: Any, xp: Any) -> Any:
-        return p - self.lr * g
+    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
+        return p - self.lr * g, s
 
 
 class Momentum(Optimizer):
@@ -392,10 +457,9 @@ class Momentum(Optimizer):
         super().__init__(lr)
         self.momentum = momentum
 
-    def _step(self, key: str, p: Any, g: Any, xp: Any) -> Any:
-        v = self.momentum * self.state["v"][key] - self.lr * g
-        self.state["v"][key] = v
-        return p + v
+    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
+        v = self.momentum * s["v"] - self.lr * g
+        return p + v, {"v": v}
 
 
 class Nesterov(Optimizer):
@@ -418,13 +482,12 @@ class Nesterov(Optimizer):
         super().__init__(lr)
         self.momentum = momentum
 
-    def _step(self, key: str, p: Any, g: Any, xp: Any) -> Any:
+    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
         m, lr = self.momentum, self.lr
-        v = self.state["v"][key] * m
+        v = s["v"] * m
         v = v - lr * g
-        self.state["v"][key] = v
         p = p + m * m * v
-        return p - (1 + m) * lr * g
+        return p - (1 + m) * lr * g, {"v": v}
 
 
 class AdaGrad(Optimizer):
@@ -438,10 +501,9 @@ class AdaGrad(Optimizer):
     _hyper = ("lr",)
     _slots = ("h",)
 
-    def _step(self, key: str, p: Any, g: Any, xp: Any) -> Any:
-        h = self.state["h"][key] + g * g
-        self.state["h"][key] = h
-        return p - self.lr * g / (xp.sqrt(h) + EPS)
+    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
+        h = s["h"] + g * g
+        return p - self.lr * g / (xp.sqrt(h) + EPS), {"h": h}
 
 
 class RMSprop(Optimizer):
@@ -462,11 +524,10 @@ class RMSprop(Optimizer):
         super().__init__(lr)
         self.decay_rate = decay_rate
 
-    def _step(self, key: str, p: Any, g: Any, xp: Any) -> Any:
-        h = self.state["h"][key] * self.decay_rate
+    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
+        h = s["h"] * self.decay_rate
         h = h + (1 - self.decay_rate) * g * g
-        self.state["h"][key] = h
-        return p - self.lr * g / (xp.sqrt(h) + EPS)
+        return p - self.lr * g / (xp.sqrt(h) + EPS), {"h": h}
 
 
 class Adam(Optimizer):
@@ -492,20 +553,12 @@ class Adam(Optimizer):
         super().__init__(lr)
         self.beta1 = beta1
         self.beta2 = beta2
-        self._lr_t = 0.0
 
-    def _begin_step(self) -> None:
-        t = self.iter
-        self._lr_t = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
-
-    def _step(self, key: str, p: Any, g: Any, xp: Any) -> Any:
-        m = self.state["m"][key]
-        v = self.state["v"][key]
-        m = m + (1 - self.beta1) * (g - m)
-        v = v + (1 - self.beta2) * (g**2 - v)
-        self.state["m"][key] = m
-        self.state["v"][key] = v
-        return p - self._lr_t * m / (xp.sqrt(v) + EPS)
+    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
+        m = s["m"] + (1 - self.beta1) * (g - s["m"])
+        v = s["v"] + (1 - self.beta2) * (g**2 - s["v"])
+        return p - lr_t * m / (xp.sqrt(v) + EPS), {"m": m, "v": v}
 
 
 _OPTIMIZERS: dict[str, type[Optimizer]] = {
