@@ -495,3 +495,40 @@ def test_dask_array_numerical_diff_lazy_blockwise(cluster):
         numerical_diff(f, single, full_output=True)
     with pytest.raises(xgrad.ArgumentError, match=r"^backend: "):
         numerical_diff(f, single, backend="numpy")
+
+
+def test_gradcheck_on_workers(workers):
+    from xgrad import checking
+    from xgrad.nn import TwoLayerNet
+
+    net = TwoLayerNet(6, 5, 3, seed=1, activation="relu")
+    x = np.random.default_rng(0).random((4, 6))
+    t = np.eye(3)[[0, 1, 2, 1]]
+    before = {k: v.copy() for k, v in net.params.items()}
+
+    class Plain:
+        """A model without loss_differences: gradcheck's per-element loop."""
+
+        params = net.params
+
+        def loss(self, x, t):
+            return net.loss(x, t)
+
+    serial = checking._model_differences(Plain(), x, t, 1e-4)
+    parallel = checking._model_differences(Plain(), x, t, 1e-4, workers=workers)
+    for k in serial:
+        for a, b in zip(serial[k], parallel[k], strict=True):
+            _same(a, b)
+    _same(before, net.params)
+    result = xgrad.gradcheck(net, x, t, workers=workers)
+    assert result.passed
+    assert result.params["W1"].max_rel < 1e-6
+
+    def f(v):
+        return np.sum(np.sin(v) ** 3)
+
+    def g(v):
+        return 3 * np.sin(v) ** 2 * np.cos(v)
+
+    assert xgrad.gradcheck(f, X.copy(), grad=g, workers=workers)
+    assert not xgrad.gradcheck(f, X.copy(), grad=lambda v: 1.001 * g(v), workers=workers)

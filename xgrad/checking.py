@@ -219,13 +219,19 @@ def _element_differences(f: Callable[[Any], float], x: Any, h: float) -> _Differ
     )
 
 
-def _model_differences(model: Any, x: Any, t: Any, h: float) -> dict[str, _Differences]:
+def _model_differences(
+    model: Any, x: Any, t: Any, h: float, workers: Any = None
+) -> dict[str, _Differences]:
     """Per-parameter differences of ``model.loss(x, t)``.
 
     Uses the model's own ``loss_differences(x, t, h)`` when it has one (TwoLayerNet: fast);
     otherwise perturbs one element at a time, replacing the entry of ``model.params``
     (arrays are not modified in place, so immutable JAX arrays work too).
     """
+    if workers is not None:  # the per-element loop below, on the workers
+        from xgrad.workers import model_differences
+
+        return model_differences(workers, model, x, t, h)  # type: ignore[return-value]
     own = getattr(model, "loss_differences", None)
     if callable(own):
         return {
@@ -271,6 +277,7 @@ def gradcheck(
     probes: int = 3,
     seed: int = 0,
     resample: int = 0,
+    workers: Any = None,
 ) -> GradcheckResult | FunctionCheckResult:
     """Check an analytic gradient against numerical differences.
 
@@ -317,6 +324,9 @@ def gradcheck(
         the backend has it (and a model has ``astype``), else Richardson.
     backend : str or Backend, optional
         Backend of the inputs (default: theirs).
+    workers : int, executor, map-like, distributed.Client or list of devices, optional
+        Evaluate the reference's perturbations in parallel (see :mod:`xgrad.workers`);
+        for a model, the per-element loop of ``model.loss`` runs on the workers.
 
     Returns
     -------
@@ -343,7 +353,7 @@ def gradcheck(
             raise ArgumentTypeError(
                 "gradcheck(model, x, t): a model takes exactly x and t, no grad="
             )
-        return _check_model(target, inputs[0], inputs[1], h, rtol, method, backend)
+        return _check_model(target, inputs[0], inputs[1], h, rtol, method, backend, workers)
     if not callable(target):
         raise ArgumentTypeError(
             "target: expected a model (params, loss, gradient) or a scalar function, found"
@@ -363,6 +373,7 @@ def gradcheck(
             seed=seed,
             resample=resample,
             backend=backend,
+            workers=workers,
         )
     if len(inputs) != 1 or grad is None or vjp is not None or mode != "full":
         raise ArgumentTypeError(
@@ -475,6 +486,7 @@ def _check_model(
     rtol: float | None,
     method: str,
     backend: str | Backend | None,
+    workers: Any = None,
 ) -> GradcheckResult:
     params = model.params
     if not isinstance(params, dict) or not params:
@@ -492,7 +504,9 @@ def _check_model(
         x, t = _rounded(x, dtype), _rounded(t, dtype)
     analytic = model.gradient(x, t)
     ref_model = model.astype("float64") if method == "float64" else model
-    reference, spread = _reference(lambda s: _model_differences(ref_model, x, t, s), method, h)
+    reference, spread = _reference(
+        lambda s: _model_differences(ref_model, x, t, s, workers), method, h
+    )
     if set(analytic) != set(reference):
         raise ArgumentError(
             f"model.gradient: expected keys {sorted(reference)}, found {sorted(analytic)}"
@@ -840,6 +854,7 @@ def check_function(
     seed: int = 0,
     resample: int = 0,
     backend: str | Backend | None = None,
+    workers: Any = None,
 ) -> FunctionCheckResult:
     """`gradcheck` for ``f(*inputs)`` (arrays in, array or scalar out) against the engine."""
     from xgrad.numdiff import DiffStatus, numerical_diff, numerical_gradient
@@ -911,7 +926,10 @@ def check_function(
                         u = b.xp.asarray(host_u, dtype=b.float_dtype(ref_dtype), device=b.device)
                     a_rows.append(avjp(host_u))
                     res = numerical_gradient(
-                        _scalarized(f, names, u, b.xp, count), point, full_output=True
+                        _scalarized(f, names, u, b.xp, count),
+                        point,
+                        full_output=True,
+                        workers=workers,
                     )
                     for k in names:
                         r_rows[k].append(res[k])

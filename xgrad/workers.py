@@ -666,6 +666,7 @@ class Dispatch:
         target: Any,
         name: str,
         probe: Callable[[], float],
+        check: bool = True,
     ) -> None:
         self.runner, self.spec, self.backend = runner, spec, backend
         self.unit = spec.batch_size or 1
@@ -674,7 +675,8 @@ class Dispatch:
         self.work_s = 0.0
         self.evals = 0
         self.key = uuid.uuid4().hex
-        check_closure(f, target, name)
+        if check:
+            check_closure(f, target, name)
         self.blob: Any = None
         if runner.ships:
             self.blob = pack(spec, base, backend)
@@ -830,10 +832,12 @@ def dispatch(
     batch_size: int | None = None,
     out_shape: tuple[int, ...] = (),
     chunk_size: int | None = None,
+    check: bool = True,
 ) -> Dispatch:
     """The `Dispatch` of one derivative of ``f`` (shipped as ``call``) at ``arr``.
 
-    ``target``: the caller's array, which f must not read through a closure.
+    ``target``: the caller's array, which f must not read through a closure (``check``:
+    False for xgrad's own f that puts its argument in place before reading it).
     """
     spec = _Spec(call, backend.spec, kind, inplace, batch_size, out_shape, chunk_size)
     return Dispatch(
@@ -845,4 +849,73 @@ def dispatch(
         target=target,
         name=name,
         probe=functools.partial(_probe, call, backend, arr, batch_size, name),
+        check=check,
     )
+
+
+class _ModelLoss:
+    """``model.loss(x, t)`` as a float with ``model.params[key]`` set to the argument."""
+
+    def __init__(self, model: Any, key: str, x: Any, t: Any) -> None:
+        self.model, self.key, self.x, self.t = model, key, x, t
+
+    def __call__(self, p: Any) -> float:
+        from xgrad._arrays import to_numpy
+
+        self.model.params[self.key] = p
+        return float(to_numpy(self.model.loss(self.x, self.t)))
+
+
+def model_differences(
+    workers: Any, model: Any, x: Any, t: Any, h: float
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """``gradcheck``'s per-parameter ``(up, down, step_up, step_down)`` on workers.
+
+    The per-element loop of ``xgrad.checking._element_differences`` (f at x with one
+    element moved to ``x +- h``, minus f at x, in float64), each parameter's moved copies
+    evaluated by the workers on their own copy of the model. The caller's model is left
+    as it was.
+    """
+    from xgrad.backends import backend_of
+
+    out: dict[str, tuple[np.ndarray, ...]] = {}
+    for key in list(model.params):
+        original = model.params[key]
+        b = backend_of(original)
+        runner = resolve(workers, b)
+        if runner is None:
+            raise WorkersError("workers: expected a value other than None here")
+        f = _ModelLoss(model, key, x, t)
+        try:
+            d = dispatch(
+                runner,
+                f=f,
+                call=f,
+                backend=b,
+                arr=original,
+                target=original,
+                name=f"params[{key!r}]",
+                check=False,
+            )
+            try:
+                flat = b.xp.reshape(original, (-1,))
+                plus, minus = b.to_numpy(flat + h), b.to_numpy(flat - h)
+                idx = np.arange(plus.size)
+                base = f(original)
+                up, down = d.run([(idx, plus), (idx, minus)])
+            finally:
+                d.close()
+        finally:
+            model.params[key] = original
+        host = b.to_numpy(flat).astype(np.float64)
+        shape = tuple(original.shape)
+        out[key] = tuple(
+            a.reshape(shape)
+            for a in (
+                up.astype(np.float64) - base,
+                down.astype(np.float64) - base,
+                plus.astype(np.float64) - host,
+                minus.astype(np.float64) - host,
+            )
+        )
+    return out
