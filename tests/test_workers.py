@@ -532,3 +532,48 @@ def test_gradcheck_on_workers(workers):
 
     assert xgrad.gradcheck(f, X.copy(), grad=g, workers=workers)
     assert not xgrad.gradcheck(f, X.copy(), grad=lambda v: 1.001 * g(v), workers=workers)
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def _cli(tmp_path, *extra):
+    from xgrad.datasets import write_idx
+    from xgrad.datasets._registry import DATASETS
+
+    data = tmp_path / "data"
+    if not data.exists():
+        data.mkdir()
+        rng = np.random.default_rng(0)
+        files = DATASETS["mnist"].files
+        for prefix, n in (("train", 6), ("test", 2)):
+            images = rng.integers(0, 256, (n, 2, 2), dtype=np.uint8)
+            write_idx(data / files[f"{prefix}_images"].name, images)
+            labels = rng.integers(0, 10, n).astype(np.uint8)
+            write_idx(data / files[f"{prefix}_labels"].name, labels)
+    argv = ["gradcheck", "--data-dir", str(data), "--no-download", "--batch", "3", "--hidden", "3"]
+    return subprocess.run(
+        [sys.executable, "-m", "xgrad.cli", *argv, *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )
+
+
+def test_cli_gradcheck_workers(tmp_path):
+    for extra in (["--workers", "2"], ["--scheduler", "local", "--workers", "2"]):
+        res = _cli(tmp_path, *extra)
+        assert res.returncode == 0, res.stderr
+        # Every parameter checked and ok; the book's printout (mean |backprop - numerical|
+        # per parameter) as small as serially (~1e-12).
+        rows = [line.split() for line in res.stdout.splitlines()]
+        assert [r[-1] for r in rows if r and r[0] in ("W1", "b1", "W2", "b2")] == ["ok"] * 4
+        means = dict(item.split(":") for item in res.stdout.splitlines()[-2].split())
+        assert means.keys() == {"W1", "b1", "W2", "b2"}
+        assert all(float(v) < 1e-9 for v in means.values()), means
+    bad = _cli(tmp_path, "--workers", "0")
+    assert bad.returncode in (1, 2)
+    assert "Traceback" not in bad.stderr
+    assert "workers" in bad.stderr.strip().splitlines()[-1]

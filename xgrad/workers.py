@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import contextlib
 import functools
 import io
 import math
@@ -47,7 +48,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -734,6 +735,54 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cli_workers(count: int | None, scheduler: str | None) -> Iterator[Any]:
+    """The ``workers=`` value of ``--workers N`` and ``--scheduler ADDRESS|local``.
+
+    ``--scheduler local`` starts a ``distributed.LocalCluster`` of ``N`` worker processes
+    (default: one per CPU) for the command's duration; an address connects a Client to a
+    running scheduler; ``--workers N`` alone is xgrad's own pool of N processes.
+    """
+    if scheduler is None:
+        if count is not None:
+            resolve(count)  # the error names workers before any work is done
+        yield count
+        return
+    try:
+        import distributed
+    except ImportError:
+        raise WorkersError(
+            "--scheduler: needs Dask's distributed (pip install 'xgrad[dask]')"
+        ) from None
+    cluster = None
+    if scheduler == "local":
+        n = count if count is not None else (os.cpu_count() or 1)
+        resolve(n)
+        cluster = distributed.LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
+        )
+        client = distributed.Client(cluster)
+    else:
+        if count is not None:
+            raise WorkersError(
+                "--workers: the cluster at --scheduler has its own workers; leave --workers "
+                "out or use --scheduler local"
+            )
+        try:
+            client = distributed.Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise WorkersError(f"--scheduler: cannot reach {scheduler!r} ({exc})") from exc
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 # -- dask.array input ------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from xgrad.commands._options import add_data_arguments, add_device_arguments, add_net_arguments
 
@@ -28,6 +29,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=3, help="training samples used (the book's 3)")
     add_net_arguments(parser, activation="relu")
     parser.add_argument("--seed", type=int, default=0, help="seed of the net's weights (0)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="evaluate the numerical gradient (the per-element loop of the loss) on N worker "
+        "processes (with --scheduler local: N Dask workers)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the evaluations on a Dask cluster: tcp://HOST:PORT of its scheduler, or "
+        "'local' for a LocalCluster on this machine (needs xgrad[dask])",
+    )
 
 
 def _backends(args: argparse.Namespace) -> list[tuple[str, object]]:
@@ -51,15 +65,17 @@ def _backends(args: argparse.Namespace) -> list[tuple[str, object]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from xgrad.backends import Backend
-    from xgrad.checking import gradcheck
-    from xgrad.datasets import load_mnist
-    from xgrad.nn import TwoLayerNet
+    from xgrad.workers import cli_workers
 
     if args.batch < 1:
         raise ValueError(f"--batch: expected an integer >= 1, found {args.batch}")
+    with cli_workers(args.workers, args.scheduler) as workers:
+        return _load_and_check(args, workers)
+
+
+def _load_and_check(args: argparse.Namespace, workers: Any) -> int:
+    from xgrad.datasets import load_mnist
+
     (x_train, t_train), _ = load_mnist(
         normalize=True,
         flatten=True,
@@ -78,6 +94,16 @@ def run(args: argparse.Namespace) -> int:
         f"{x_host.shape[1]}, {args.hidden}, {t_host.shape[1]}, {args.activation}, "
         f"seed={args.seed})\n"
     )
+    return _check_all(args, x_host, t_host, workers)
+
+
+def _check_all(args: argparse.Namespace, x_host: Any, t_host: Any, workers: Any) -> int:
+    import numpy as np
+
+    from xgrad.backends import Backend
+    from xgrad.checking import gradcheck
+    from xgrad.nn import TwoLayerNet
+
     failed, checked = [], 0
     for label, b in _backends(args):
         if not isinstance(b, Backend):
@@ -101,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         )
         x = b.asarray(x_host, dtype=dtype)
         t = b.asarray(t_host.astype(np.float64), dtype=dtype)
-        result = gradcheck(net, x, t)
+        result = gradcheck(net, x, t, workers=workers)
         checked += 1
         print(result.report())
         # The book's printout: mean |backprop - numerical| per parameter.
