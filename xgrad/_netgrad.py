@@ -53,8 +53,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import device as _device
-
+from xgrad import _compat
 from xgrad.functions import _sigmoid, _softmax_cross_entropy
 
 __all__ = ["series_order", "series_plan", "structured_gradient"]
@@ -127,7 +126,7 @@ def structured_gradient(
     W1, b1, W2, b2 = (params[k] for k in ("W1", "b1", "W2", "b2"))
     n, n_in = int(x.shape[0]), int(x.shape[1])
     dtype_name = "float64" if x.dtype == xp.float64 else "float32"
-    dev = _device(x)
+    dev = _compat.device(x)
 
     a1 = x @ W1 + b1
     z1 = _sigmoid(xp, a1) if activation == "sigmoid" else xp.where(a1 <= 0, 0.0, a1)
@@ -301,7 +300,7 @@ def _kink_pairs(
     """
     n, n_hidden = int(a1.shape[0]), int(a1.shape[1])
     rows = int(x_aug.shape[1])
-    dev = _device(a1)
+    dev = _compat.device(a1)
     result = xp.zeros((rows, n_hidden), dtype=a1.dtype, device=dev)
     flat = xp.nonzero(xp.reshape(risky, (-1,)))[0]
     n_pairs = int(flat.shape[0])

@@ -28,10 +28,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace
-from array_api_compat import device as device_of
-from array_api_compat import size as size_of
 
+from xgrad import _compat
 from xgrad._arrays import to_numpy
 from xgrad.backends import Backend, resolve_backend
 from xgrad.backends._base import DtypeLike
@@ -256,7 +254,7 @@ class Variable:
 
     @property
     def size(self) -> int:
-        return int(size_of(self.data))
+        return int(_compat.size(self.data))
 
     @property
     def dtype(self) -> Any:
@@ -306,8 +304,8 @@ class Variable:
         if self.data is None:
             raise ValueError("backward: this Variable holds no data")
         if self.grad is None:
-            xp = array_namespace(self.data)
-            self.grad = xp.ones_like(self.data, device=device_of(self.data))
+            xp = _compat.array_namespace(self.data)
+            self.grad = xp.ones_like(self.data, device=_compat.device(self.data))
 
         # A heap ordered by -generation pops the latest function first; the counter
         # keeps pushes of equal generation in order and never compares Functions.
@@ -381,7 +379,7 @@ def _sum_to(g: Any, shape: tuple[int, ...]) -> Any:
     """Sum ``g`` over the axes along which an input of ``shape`` was broadcast."""
     if tuple(g.shape) == shape:
         return g
-    xp = array_namespace(g)
+    xp = _compat.array_namespace(g)
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
@@ -458,7 +456,7 @@ class Function:
     def _as_output(y: Any, ref: Any) -> Any:
         # NumPy turns 0-d results into NumPy scalars; keep them arrays (DeZero step 9).
         if isinstance(y, np.generic):
-            return array_namespace(ref).asarray(y)
+            return _compat.array_namespace(ref).asarray(y)
         return y
 
     def _backward_arrays(self, gys: list[Any]) -> tuple[Any, ...]:
@@ -475,7 +473,7 @@ class Function:
             gx = self._as_output(gx, x.data)
             gx = _sum_to(gx, tuple(x.data.shape))
             if gx.dtype != x.data.dtype:
-                gx = array_namespace(gx).astype(gx, x.data.dtype)
+                gx = _compat.array_namespace(gx).astype(gx, x.data.dtype)
             out.append(gx)
         return tuple(out)
 
@@ -490,7 +488,7 @@ class Function:
 
 
 def _xp(x: Any) -> Any:
-    return array_namespace(x)
+    return _compat.array_namespace(x)
 
 
 class Square(Function):

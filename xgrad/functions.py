@@ -13,8 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import device as _device
-
+from xgrad import _compat
 from xgrad._arrays import as_float_array
 from xgrad.backends import Backend, resolve_backend
 from xgrad.backends._registry import backend_of
@@ -137,7 +136,7 @@ def _targets(
 
 def _one_hot(xp: Any, labels: Any, n_classes: int, dtype: Any) -> Any:
     """0/1 rows from integer labels, built by comparison (no fancy-index assignment)."""
-    classes = xp.arange(n_classes, dtype=labels.dtype, device=_device(labels))
+    classes = xp.arange(n_classes, dtype=labels.dtype, device=_compat.device(labels))
     return xp.astype(xp.expand_dims(labels, axis=-1) == classes, dtype)
 
 

@@ -9,33 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace
-
+from xgrad import _compat
 from xgrad.backends import Backend
 from xgrad.backends._registry import backend_of
-from xgrad.errors import ArgumentError, ArgumentTypeError
+from xgrad.errors import ArgumentError
 from xgrad.functions import _one_hot, _sigmoid, _softmax_cross_entropy, _targets
 
 __all__ = ["Affine", "Relu", "Sigmoid", "SoftmaxWithLoss"]
 
 
-# Array type -> namespace. The namespace depends only on the array's type, and
-# `array_namespace` costs microseconds per call, which adds up over a training run.
-_NAMESPACES: dict[type, Any] = {}
-
-
 def _namespace(x: Any, name: str = "x") -> Any:
-    xp = _NAMESPACES.get(type(x))
-    if xp is not None:
-        return xp
-    try:
-        xp = array_namespace(x)
-    except TypeError:
-        raise ArgumentTypeError(
-            f"{name}: expected an array of a registered backend, found {type(x).__name__}"
-        ) from None
-    _NAMESPACES[type(x)] = xp
-    return xp
+    return _compat.array_namespace(x, name=name)
 
 
 class Relu:

@@ -21,9 +21,8 @@ import math
 from typing import Any
 
 import numpy as np
-from array_api_compat import device as _device
 
-from xgrad import _policy
+from xgrad import _compat, _policy
 from xgrad._arrays import as_float_array
 from xgrad._netgrad import structured_gradient as _structured_gradient
 from xgrad.backends import Backend, get_backend
@@ -269,7 +268,7 @@ class TwoLayerNet:
         """``x`` as ``(N, input_size)`` on the net's backend and dtype; and whether 1-d."""
         self._check_params()
         b = self.backend
-        if not (b.owns(x) and x.dtype == self.dtype and _device(x) == b.device):
+        if not (b.owns(x) and x.dtype == self.dtype and _compat.device(x) == b.device):
             if b.owns(x) and not b.xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
                 raise ArgumentTypeError(
                     f"x: expected a real array, found dtype {b.dtype_name(x.dtype)}"
@@ -653,7 +652,7 @@ def _loss_differences(
     W1, b1, W2, b2 = (params[k] for k in _PARAM_KEYS)
     n = int(x.shape[0])
     n_in, n_hidden = int(W1.shape[0]), int(W1.shape[1])
-    dev = _device(x)
+    dev = _compat.device(x)
 
     a1 = x @ W1 + b1
     z1 = _activation(xp, a1, activation)

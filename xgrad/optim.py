@@ -34,9 +34,8 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
 import numpy as np
-from array_api_compat import array_namespace as _namespace
-from array_api_compat import device as device_of
 
+from xgrad import _compat
 from xgrad.backends import Backend, get_backend, resolve_backend
 from xgrad.backends._registry import backend_of
 from xgrad.errors import ArgumentError, ArgumentTypeError
@@ -97,24 +96,6 @@ class _Hyperparameter:
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_ | np.ndarray)
-
-
-_FLOAT_DTYPES: dict[tuple[type, Any], bool] = {}
-
-
-def _is_float_dtype(b: Backend, dtype: Any) -> bool:
-    # Cached: dtype_name() is the bulk of the per-parameter overhead of a small update.
-    # The type leads the key so that dtypes of two libraries are never compared (strict
-    # warns on that).
-    key = (type(dtype), dtype)
-    try:
-        return _FLOAT_DTYPES[key]
-    except KeyError:
-        ok = b.dtype_name(dtype) in ("float16", "float32", "float64")
-        _FLOAT_DTYPES[key] = ok
-        return ok
-    except TypeError:  # an unhashable dtype object
-        return b.dtype_name(dtype) in ("float16", "float32", "float64")
 
 
 class OptState(NamedTuple):
@@ -178,7 +159,10 @@ class Optimizer:
         OptState(count=0, slots={'v': {'W': array([0., 0.])}})
         """
         slots = {
-            slot: {k: _namespace(p).zeros_like(p, device=device_of(p)) for k, p in params.items()}
+            slot: {
+                k: _compat.array_namespace(p).zeros_like(p, device=_compat.device(p))
+                for k, p in params.items()
+            }
             for slot in self._slots
         }
         return OptState(0, slots)
@@ -204,7 +188,7 @@ class Optimizer:
         new_params = {}
         for key, p in params.items():
             own = {slot: state.slots[slot][key] for slot in self._slots}
-            new_params[key], own = self._rule(p, grads[key], own, _namespace(p), t)
+            new_params[key], own = self._rule(p, grads[key], own, _compat.array_namespace(p), t)
             for slot, value in own.items():
                 slots[slot][key] = value
         return new_params, OptState(t, slots)
@@ -276,7 +260,7 @@ class Optimizer:
                     f"params[{key!r}]: expected an array or a real number, found {type(p).__name__}"
                 )
             b = owner
-            if not _is_float_dtype(b, p.dtype):
+            if not _compat.is_real_floating(b.xp, p.dtype):
                 raise ArgumentTypeError(
                     f"params[{key!r}]: expected a real floating array, found dtype "
                     f"{b.dtype_name(p.dtype)} (convert with dtype='float64' first)"
@@ -284,7 +268,7 @@ class Optimizer:
         self._check_state_shape(key, p)
         if _is_number(g):
             return p, b.asarray(np.asarray(float(g)), dtype=p.dtype), scalar, b
-        # `.device` is the standard's attribute; device_of() is for creation functions.
+        # `.device` is the standard's attribute; _compat.device() is for creation functions.
         if type(g) is not type(p) or g.device != p.device:
             # Slow path only when something looks off: name both sides in the error.
             if backend_of(g, strict=False) is None:
@@ -322,9 +306,9 @@ class Optimizer:
         for slot in self._slots:
             s = self.state[slot].get(key)
             if s is None:
-                self.state[slot][key] = xp.zeros_like(p, device=device_of(p))
+                self.state[slot][key] = xp.zeros_like(p, device=_compat.device(p))
                 continue
-            if not backend.owns(s) or device_of(s) != device_of(p) or s.dtype != p.dtype:
+            if not backend.owns(s) or _compat.device(s) != _compat.device(p) or s.dtype != p.dtype:
                 s = backend.asarray(backend_of(s, strict=True).to_numpy(s), dtype=p.dtype)
             if tuple(s.shape) != tuple(p.shape):
                 raise ArgumentError(
