@@ -424,6 +424,10 @@ def test_chunks_bounded_and_sized_by_cost():
         d.used += tasks
         total += tasks
     assert total <= W.MAX_TASKS
+    # A 10 ms f on 1,000 workers of an executor costing 2 ms a task (Dask): 4 evaluations
+    # per task (20 times the overhead), not 1, though that leaves workers idle.
+    d.cost, d.used, d.runner.overhead = 0.01, 0, 2e-3
+    assert d.chunk(1024) == 4
     d.close()
 
 

@@ -78,6 +78,10 @@ TASK_SECONDS = 0.25
 LOAD_FACTOR = 4
 #: Times a task lost with its worker process is sent again before giving up.
 RETRIES = 2
+#: A task holds at least this many times its executor's own per-task cost of work, even
+#: when that leaves workers idle: on many workers a cheap f would otherwise be one
+#: evaluation per task, and the scheduler, not f, would set the pace.
+OVERHEAD_FACTOR = 20
 # Tasks kept aside from the budget so that every later round still gets one.
 _RESERVE = 256
 
@@ -279,6 +283,8 @@ class _Runner:
 
     ships = True
     count = 1
+    # Typical seconds the executor spends per task (measured in benchmarks/bench_workers.py).
+    overhead = 0.0
 
     def run(self, key: str, blob: Any, tasks: list[Any]) -> list[Any]:
         raise NotImplementedError
@@ -383,6 +389,8 @@ atexit.register(shutdown)
 class _PoolRunner(_Runner):
     """xgrad's own process pool: rebuilt and the lost tasks resent when a worker dies."""
 
+    overhead = 5e-4
+
     def __init__(self, n: int) -> None:
         self.count = n
 
@@ -419,6 +427,8 @@ class _PoolRunner(_Runner):
 
 
 class _ExecutorRunner(_Runner):
+    overhead = 5e-4
+
     def __init__(self, executor: cf.Executor) -> None:
         self.executor = executor
         self.count = int(getattr(executor, "_max_workers", 0) or os.cpu_count() or 1)
@@ -465,6 +475,8 @@ class _MapRunner(_Runner):
 
 class _ClientRunner(_Runner):
     """A ``distributed.Client``: the payload is scattered once, tasks refer to it."""
+
+    overhead = 2e-3
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -696,6 +708,7 @@ class Dispatch:
         by_time = max(1, math.ceil(TASK_SECONDS / self.cost))
         by_balance = max(1, math.ceil(rows / (LOAD_FACTOR * w)))
         k = min(by_time, by_balance)
+        k = max(k, math.ceil(OVERHEAD_FACTOR * self.runner.overhead / self.cost))
         allowed = max(1, (MAX_TASKS - _RESERVE - self.used) // 8)
         k = max(k, math.ceil(rows / allowed))
         # As many tasks as a multiple of the workers, of near-equal size.
