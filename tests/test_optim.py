@@ -177,7 +177,7 @@ def test_pure_rule_is_the_book_update(backend: xgrad.Backend, name: str) -> None
     pure = {k: backend.asarray(v.copy()) for k, v in host.items()}
     book, rule = ours_cls(**hyper), ours_cls(**hyper)
     state = rule.init(pure)
-    assert state.count == 0 and set(state.slots) == set(rule._slots)
+    assert state.steps == 0 and set(state.slots) == set(rule._slots)
     for step in range(STEPS):
         grads = {k: backend.asarray(v) for k, v in grads_at(step, host).items()}
         book.update(params, grads)
@@ -191,7 +191,7 @@ def test_pure_rule_is_the_book_update(backend: xgrad.Backend, name: str) -> None
             for slot, arrays in state.slots.items():
                 np.testing.assert_array_equal(to_numpy(arrays[k]), slots_before[slot][k])
         pure, state = new, new_state
-    assert state.count == book.iter == STEPS
+    assert state.steps == book.iter == STEPS
     for k in params:
         np.testing.assert_array_equal(to_numpy(pure[k]), to_numpy(params[k]))
         for slot in rule._slots:

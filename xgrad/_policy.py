@@ -225,7 +225,7 @@ def check_step(h: Any) -> float | None:
 
 def check_tolerances(rtol: Any, atol: Any, dtype_name: str) -> tuple[float, float | None]:
     """(rtol, atol) with defaults filled in; atol None means "the caller's default"."""
-    values = []
+    values: list[float | None] = []
     for name, value in (("rtol", rtol), ("atol", atol)):
         if value is None:
             values.append(None)

@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeGuard
 
 import numpy as np
 
@@ -177,7 +177,7 @@ def file_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write through a temporary file in the same directory, then ``os.replace`` it.
 
     A reader (or a run killed at any moment) sees the old file or the new one, never a
@@ -401,7 +401,7 @@ def save_checkpoint(
     params_json = split_state(params, "params", arrays)
     opt_json = split_state(optimizer, "optimizer", arrays)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy stubs: no **kwargs overload
     data = buffer.getvalue()
     npz = out / npz_name(iteration)
     atomic_write(npz, lambda f: f.write(data))
@@ -440,7 +440,7 @@ class Checkpoint:
     arrays: str
 
 
-def _is_count(value: Any) -> bool:
+def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -620,12 +620,12 @@ def read_checkpoint(out: Path) -> Checkpoint | None:
         raise bad(f"the record and the npz do not match ({exc})") from None
     if not isinstance(params, dict) or not isinstance(optimizer, dict):
         raise bad("no parameter or optimizer state")
-    state = record.get("rng")
+    state: Any = record.get("rng")
     try:
         np.random.PCG64().state = state
     except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise bad(f"bad random generator state ({type(exc).__name__})") from None
-    history = record.get("history")
+    history: Any = record.get("history")
     try:
         check_history(history, iteration, first=0 if version == 1 else 1)
     except ValueError as exc:

@@ -135,18 +135,25 @@ def load(
     t_load = time.perf_counter()
     x_host, t_host, xt_host, tt_host = prepare_data(data, spec, data_dir, download)
     classes = class_count(num_classes, spec, t_host, tt_host)
+
+    def where(name: str) -> Callable[[], str]:
+        return lambda: label_source(data, spec, data_dir, name)
+
     onehot = {
-        name: one_hot(labels, classes, name, lambda n=name: label_source(data, spec, data_dir, n))
+        name: one_hot(labels, classes, name, where(name))
         for name, labels in (("t_train", t_host), ("t_test", tt_host))
     }
     # Moved and converted once: the book multiplies float32 images by float64 weights at
     # every evaluation, upcasting all 60,000 x 784 values each time.
-    moved = [
+    x_train, t_train, x_test, t_test = (
         b.asarray(a, dtype=fdtype) for a in (x_host, onehot["t_train"], xt_host, onehot["t_test"])
-    ]
-    b.synchronize(*moved)
+    )
+    b.synchronize(x_train, t_train, x_test, t_test)
     return TrainData(
-        *moved,
+        x_train,
+        t_train,
+        x_test,
+        t_test,
         train_size=int(x_host.shape[0]),
         test_size=int(xt_host.shape[0]),
         input_size=int(x_host.shape[1]),

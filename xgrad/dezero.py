@@ -581,7 +581,7 @@ class Pow(Function):
                 f"c: expected a real Python number as exponent, found {type(c).__name__}"
                 " (for a Variable exponent use exp(c * log(x)))"
             )
-        self.c = c
+        self.c: Any = c
 
     def forward(self, x: Any) -> Any:
         return x**self.c
@@ -601,7 +601,7 @@ class _RPow(Function):
     def __init__(self, base: Any) -> None:
         if not isinstance(base, numbers.Real) or isinstance(base, bool):
             raise TypeError(f"base: expected a real Python number, found {type(base).__name__}")
-        if not base > 0:
+        if not float(base) > 0:
             raise ValueError(f"base: expected a positive number, found {base}")
         self.base = float(base)
 

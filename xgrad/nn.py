@@ -305,7 +305,7 @@ class TwoLayerNet:
             "b2": (self.output_size,),
         }
         for key, shape in shapes.items():
-            v = p.get(key)
+            v: Any = p.get(key)
             if not b.owns(v):
                 raise ArgumentTypeError(
                     f"params[{key!r}]: expected an array of backend {b.spec} of shape {shape},"

@@ -103,13 +103,13 @@ class OptState(NamedTuple):
 
     Attributes
     ----------
-    count : int
+    steps : int
         Steps taken.
     slots : dict of dict of arrays
         ``slots[slot][key]``: per-parameter arrays, e.g. Momentum's ``slots["v"]["W1"]``.
     """
 
-    count: int
+    steps: int
     slots: Mapping[str, Mapping[str, Any]]
 
 
@@ -156,7 +156,7 @@ class Optimizer:
 
         >>> import numpy as np
         >>> Momentum().init({"W": np.array([1.0, 2.0])})
-        OptState(count=0, slots={'v': {'W': array([0., 0.])}})
+        OptState(steps=0, slots={'v': {'W': array([0., 0.])}})
         """
         slots = {
             slot: {
@@ -180,10 +180,10 @@ class Optimizer:
         >>> opt = SGD(lr=0.5)
         >>> params = {"W": np.array([1.0])}
         >>> new, state = opt.apply({"W": np.array([1.0])}, opt.init(params), params)
-        >>> new["W"], params["W"], state.count
+        >>> new["W"], params["W"], state.steps
         (array([0.5]), array([1.]), 1)
         """
-        t = state.count + 1
+        t = state.steps + 1
         slots = {slot: dict(state.slots[slot]) for slot in self._slots}
         new_params = {}
         for key, p in params.items():
@@ -243,7 +243,7 @@ class Optimizer:
         )
         for key, p, _, scalar, backend in prepared:
             params[key] = float(backend.to_numpy(new[key])) if scalar else _write(p, new[key])
-        self.iter = state.count
+        self.iter = state.steps
         for slot, arrays in state.slots.items():
             self.state[slot].update(arrays)
         self._loaded_on_host = False

@@ -51,7 +51,7 @@ class HostRandom:
     # The generator's full state, for checkpoints: restoring it resumes the same stream.
     @property
     def state(self) -> dict[str, Any]:
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)
 
     @state.setter
     def state(self, value: dict[str, Any]) -> None:

@@ -553,9 +553,9 @@ def train(
         if found is not None:
             assert out_dir is not None
             by_name, must_match = isinstance(cfg.optimizer, str), TrainConfig.must_match()
-            config = history["config"]
+            recorded = history["config"]
             history = _checkpointer.restore(
-                found, out_dir, config, net, opt, batches.rng, by_name, must_match
+                found, out_dir, recorded, net, opt, batches.rng, by_name, must_match
             )
             start = found.iteration
             show.note(f"xgrad train: resuming {out_dir} at iteration {start} of {cfg.iters}")

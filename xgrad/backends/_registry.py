@@ -17,7 +17,8 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from types import FrameType
+from typing import Any, Literal, overload
 
 from xgrad.backends._base import Backend, BackendUnavailableError, BackendWarning
 from xgrad.errors import ArgumentError, ArgumentTypeError
@@ -125,10 +126,17 @@ def _ensure_loaded() -> None:
                     _entries[ep.name] = BackendEntry(
                         name=ep.name,
                         create=_unavailable(ep.name, reason),
-                        probe=lambda r=reason: r,
+                        probe=_constant(reason),
                     )
                     continue
                 _entries[ep.name] = _entry_from_factory(ep.name, factory)
+
+
+def _constant(reason: str) -> Callable[[], str]:
+    def probe() -> str:
+        return reason
+
+    return probe
 
 
 def _unavailable(name: str, reason: str) -> Callable[[str | None], Backend]:
@@ -374,7 +382,8 @@ def _warn_if_env_is_garbage(found: str) -> None:
 def _outside_xgrad() -> int:
     """``stacklevel`` of the first frame outside the xgrad package (the user's call)."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
     return level
@@ -412,6 +421,10 @@ def use_backend(name: str | Backend, device: str | None = None) -> Iterator[Back
             _default.pop()
 
 
+@overload
+def backend_of(x: Any, *, strict: Literal[True] = ...) -> Backend: ...
+@overload
+def backend_of(x: Any, *, strict: bool) -> Backend | None: ...
 def backend_of(x: Any, *, strict: bool = True) -> Backend | None:
     """The backend (library and device) an array belongs to.
 

@@ -73,7 +73,7 @@ def create(device: str | None) -> Backend:
     import numpy as np
 
     dev = _find_device(device)
-    if dev.platform != "cpu" and jax.config.jax_default_matmul_precision is None:
+    if dev.platform != "cpu" and jax.config.jax_default_matmul_precision is None:  # type: ignore[attr-defined]
         # On NVIDIA GPUs JAX multiplies float32 matrices in reduced precision by default
         # (TF32-like): gradient checks then fail at 4.5e-4 and float32 runs drift 2.6e-2
         # from NumPy after two SGD steps. A precision the user chose is left alone.
@@ -81,7 +81,7 @@ def create(device: str | None) -> Backend:
 
     def float64_error() -> str | None:
         # Read at each use: users may enable x64 after the backend was created.
-        return None if jax.config.jax_enable_x64 else X64_HINT
+        return None if jax.config.jax_enable_x64 else X64_HINT  # type: ignore[attr-defined]
 
     def sync(arrays: tuple[Any, ...]) -> None:
         for x in arrays:

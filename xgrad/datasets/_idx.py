@@ -14,6 +14,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from xgrad.errors import ArgumentTypeError, XgradError
 __all__ = ["IdxFormatError", "read_idx", "write_idx"]
 
 # IDX type code -> big-endian NumPy dtype (the format's own table).
-_TYPES = {
+_TYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),
