@@ -56,7 +56,17 @@ _LAZY = {
     "train": "xgrad.training",
     "load_mnist": "xgrad.datasets",
 }
-_SUBMODULES = ("errors", "functions", "layers", "nn", "optim", "datasets", "training", "random")
+_SUBMODULES = (
+    "errors",
+    "functions",
+    "layers",
+    "nn",
+    "optim",
+    "datasets",
+    "training",
+    "random",
+    "workers",
+)
 
 __all__ = [
     "Backend",
