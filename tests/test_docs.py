@@ -32,16 +32,22 @@ from xgrad.datasets import DATASETS, write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-# Script -> figures it must write.
-SCRIPTS = {
-    "docs/examples/ch4_numerical_diff.py": ["tangent_line.png"],
-    "docs/examples/ch4_gradient.py": ["gradient_field.png"],
-    "docs/examples/ch4_gradient_descent.py": ["gradient_descent.png"],
-    "docs/examples/ch4_simple_net.py": [],
-    "docs/examples/ch4_train_neuralnet.py": ["train_loss.png", "train_accuracy.png"],
-    "docs/examples/dezero_step4.py": [],
-    "docs/scripts/error_vs_step.py": ["error_vs_step.png"],
-}
+
+
+def _examples() -> dict[str, tuple[str, list[str]]]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "examples_table", DOCS / "scripts" / "examples_table.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EXAMPLES
+
+
+# Script -> figures it must write (the table the docs build runs, docs/scripts/examples_table.py).
+SCRIPTS = dict(_examples().values())
 OTHER_BACKEND = "array_api_strict:device1"
 BACKENDS = ["numpy", OTHER_BACKEND]
 TRAIN_ITERS = "30"

@@ -28,13 +28,13 @@ from xgrad._netgrad import structured_gradient as _structured_gradient
 from xgrad.backends import Backend, get_backend
 from xgrad.backends._base import DtypeLike
 from xgrad.errors import ArgumentError, ArgumentTypeError
-from xgrad.functions import _one_hot, _sigmoid, _softmax_cross_entropy, _targets
+from xgrad.functions import _one_hot, _shape, _sigmoid, _softmax_cross_entropy, _targets
 from xgrad.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 from xgrad.random import HostRandom
 
 __all__ = ["SimpleNet", "TwoLayerNet", "default_step"]
 
-_ACTIVATIONS = ("sigmoid", "relu")
+ACTIVATIONS = ("sigmoid", "relu")
 _PARAM_KEYS = ("W1", "b1", "W2", "b2")
 
 # Elements of the largest temporary array in one vectorized evaluation of
@@ -63,10 +63,6 @@ def default_step(dtype: str) -> float:
     if step is None:
         raise ArgumentError(f"dtype: expected 'float32' or 'float64', found {dtype!r}")
     return step
-
-
-def _shape(x: Any) -> tuple[int, ...]:
-    return tuple(int(n) for n in x.shape)
 
 
 class SimpleNet:
@@ -214,8 +210,8 @@ class TwoLayerNet:
             raise ArgumentError(
                 f"weight_init_std: expected a finite number >= 0, found {weight_init_std!r}"
             )
-        if activation not in _ACTIVATIONS:
-            raise ArgumentError(f"activation: expected one of {_ACTIVATIONS}, found {activation!r}")
+        if activation not in ACTIVATIONS:
+            raise ArgumentError(f"activation: expected one of {ACTIVATIONS}, found {activation!r}")
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
         self.output_size = int(output_size)

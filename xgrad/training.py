@@ -85,10 +85,16 @@ def _optimizer_names() -> list[str]:
     return list(_OPTIMIZERS)
 
 
-def _activations() -> tuple[str, ...]:
-    from xgrad.nn import _ACTIVATIONS
+def _float_names() -> tuple[str, ...]:
+    from xgrad.backends._base import FLOAT_NAMES
 
-    return _ACTIVATIONS
+    return FLOAT_NAMES
+
+
+def _activations() -> tuple[str, ...]:
+    from xgrad.nn import ACTIVATIONS
+
+    return ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,7 @@ class TrainConfig:
     )
     dtype: DtypeLike = field(
         default=None,
-        metadata=_meta("float precision (default float64)", choices=lambda: ("float32", "float64")),
+        metadata=_meta("float precision (default float64)", choices=_float_names),
     )
 
     def __post_init__(self) -> None:

@@ -27,15 +27,10 @@ from typing import Any
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
-SCRIPTS = {
-    "ch4_numerical_diff": "docs/examples/ch4_numerical_diff.py",
-    "ch4_gradient": "docs/examples/ch4_gradient.py",
-    "ch4_gradient_descent": "docs/examples/ch4_gradient_descent.py",
-    "ch4_simple_net": "docs/examples/ch4_simple_net.py",
-    "ch4_train_neuralnet": "docs/examples/ch4_train_neuralnet.py",
-    "dezero_step4": "docs/examples/dezero_step4.py",
-    "error_vs_step": "docs/scripts/error_vs_step.py",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from examples_table import EXAMPLES  # noqa: E402  (the one table of the docs' scripts)
+
+SCRIPTS = {name: script for name, (script, _) in EXAMPLES.items()}
 
 # Commands whose output a page shows: <!-- output: NAME --> as for the scripts.
 COMMANDS = {

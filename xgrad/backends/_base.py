@@ -27,7 +27,7 @@ class BackendWarning(UserWarning):
     """The backend configuration (``XGRAD_BACKEND``) is wrong but did not decide this call."""
 
 
-_FLOAT_NAMES = ("float32", "float64")
+FLOAT_NAMES = ("float32", "float64")
 _KNOWN_DTYPES = (
     "float32",
     "float64",
@@ -136,7 +136,7 @@ class Backend:
             backend cannot provide it (JAX without x64).
         """
         name = self.dtype_name(dtype if dtype is not None else "float64")
-        if name not in _FLOAT_NAMES:
+        if name not in FLOAT_NAMES:
             raise ArgumentError(f"dtype: expected 'float32' or 'float64', found {dtype!r}")
         if name == "float64" and self.float64_error is not None:
             raise ArgumentError(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from xgrad.backends._base import FLOAT_NAMES
 from xgrad.datasets import DATASETS
+from xgrad.nn import ACTIVATIONS
 
 __all__ = ["add_data_arguments", "add_device_arguments", "add_net_arguments"]
 
@@ -30,7 +32,7 @@ def add_device_arguments(group: Any) -> None:
     """``--device`` and ``--dtype``, the companions of ``--backend``."""
     group.add_argument("--device", help="device of the backend, e.g. cuda:1")
     group.add_argument(
-        "--dtype", choices=["float32", "float64"], help="float precision (default float64)"
+        "--dtype", choices=list(FLOAT_NAMES), help="float precision (default float64)"
     )
 
 
@@ -40,6 +42,6 @@ def add_net_arguments(group: Any, *, activation: str) -> None:
     group.add_argument(
         "--activation",
         default=activation,
-        choices=["sigmoid", "relu"],
+        choices=list(ACTIVATIONS),
         help=f"hidden activation (sigmoid: ch. 4; relu: ch. 5; default {activation})",
     )
