@@ -22,8 +22,6 @@ import argparse
 import contextlib
 import math
 import platform
-import subprocess
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import revision, write_atomic
 
 import xgrad
 from xgrad import numerical_diff
@@ -384,37 +383,6 @@ def headline(cases: list[HardCase], results: dict) -> str:
         f"{THRESHOLD['float32']:g} in float32) on the {len(cases)} hard cases, float64 / "
         f"float32: {', '.join(parts)}."
     )
-
-
-def revision() -> str:
-    """The commit of the xgrad that was imported (which may not be this script's tree)."""
-    where = Path(xgrad.__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "xgrad"], cwd=where, capture_output=True, text=True
-        )
-    except OSError:
-        return f"unknown, xgrad from {where}"
-    if head.returncode != 0:
-        return f"unknown, xgrad from {where}"
-    changed = " with uncommitted changes in xgrad/" if dirty.stdout.strip() else ""
-    return head.stdout.strip() + changed
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def main() -> None:

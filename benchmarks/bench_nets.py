@@ -39,14 +39,13 @@ import argparse
 import dataclasses
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import markdown_table, revision, write_atomic
 
 import xgrad
 from xgrad import _netgrad
@@ -570,12 +569,6 @@ def bench_training(
 
 
 # -- report ---------------------------------------------------------------------------------
-def _fmt_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *("| " + " | ".join(r) + " |" for r in rows),
-    ]
 
 
 def _seconds(t: float) -> str:
@@ -588,24 +581,6 @@ def _duration(t: float) -> str:
     if t < 2 * 3600:
         return f"{t / 60:.1f} min"
     return f"{t / 3600:.2f} h"
-
-
-def revision() -> str:
-    """The commit of the xgrad that was imported (which may not be this script's tree)."""
-    where = Path(xgrad.__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "xgrad"], cwd=where, capture_output=True, text=True
-        )
-    except OSError:
-        return "unknown"
-    if head.returncode != 0:
-        return "unknown"
-    changed = " with uncommitted changes in xgrad/" if dirty.stdout.strip() else ""
-    return head.stdout.strip() + changed
 
 
 def report_numerical(
@@ -680,7 +655,7 @@ def report_numerical(
                     agree,
                 ]
             )
-    lines += _fmt_table(
+    lines += markdown_table(
         [
             "data",
             "dtype",
@@ -756,7 +731,7 @@ def report_numerical(
                 _seconds(max(sp["total"] - inside, 0.0)),
             ]
         )
-    lines += _fmt_table(
+    lines += markdown_table(
         [
             "data",
             "dtype",
@@ -816,7 +791,7 @@ def report_numerical(
         ):
             total = CH4_ITERS * (t + ch4["overhead"]["step"]) + CH4_EVALS * ch4["overhead"]["eval"]
             rows.append([r["data"], r["dtype"], variant, _seconds(t), _duration(total)])
-    lines += _fmt_table(
+    lines += markdown_table(
         ["data", "dtype", "variant", "per gradient", f"{CH4_ITERS:,} iterations, projected"],
         rows,
     )
@@ -878,7 +853,7 @@ def report_training(train: dict) -> list[str]:
                 f"{same:.1e}",
             ]
         )
-    lines += _fmt_table(
+    lines += markdown_table(
         [
             "variant",
             "time (s)",
@@ -925,19 +900,6 @@ def report_training(train: dict) -> list[str]:
         "",
     ]
     return lines
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,15 +17,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import math
 import platform
-import subprocess
-import tempfile
-import timeit
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import best_time, revision, write_atomic
 
 import xgrad
 from xgrad import numerical_diff
@@ -107,10 +105,6 @@ def accuracy(tool: Callable[..., Any], dtype: type) -> tuple[float, int, float, 
             continue
         errors.append(abs(got - exact) / abs(exact))
     return float(np.median(errors)), nans, points / len(SUITE), float(np.max(errors))
-
-
-def best_time(fn: Callable[[], Any], number: int, repeat: int = 5) -> float:
-    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number
 
 
 def book_function(v: Any) -> Any:
@@ -224,37 +218,6 @@ def main() -> None:
     text = "\n".join(lines)
     write_atomic(args.out, text)
     print(text)
-
-
-def revision() -> str:
-    """The commit of the xgrad that was imported (which may not be this script's tree)."""
-    where = Path(xgrad.__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "xgrad"], cwd=where, capture_output=True, text=True
-        )
-    except OSError:
-        return f"unknown, xgrad from {where}"
-    if head.returncode != 0:
-        return f"unknown, xgrad from {where}"
-    changed = " with uncommitted changes in xgrad/" if dirty.stdout.strip() else ""
-    return head.stdout.strip() + changed
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 if __name__ == "__main__":

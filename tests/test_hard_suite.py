@@ -158,7 +158,11 @@ def load_benchmark():
 
     name = "xgrad_bench_hard"
     if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_hard.py"
+        folder = Path(__file__).resolve().parents[1] / "benchmarks"
+        # As when it runs as a script: its folder first on the path (for benchmarks/_common).
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+        path = folder / "bench_hard.py"
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses look their module up there
