@@ -74,7 +74,8 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_nets import _fmt_table, mnist_like  # noqa: E402
+from _common import markdown_table  # noqa: E402
+from bench_nets import mnist_like  # noqa: E402
 
 import xgrad  # noqa: E402
 from xgrad.backends import Backend, registered_backends  # noqa: E402
@@ -754,7 +755,7 @@ def render(result: dict[str, Any]) -> str:
                 else:
                     cells.append("-")
             rows.append(cells)
-        lines += _fmt_table(header, rows)
+        lines += markdown_table(header, rows)
         lines += [
             "",
             "Parameters after the warm-up iterations against NumPy's (same dtype, same"
@@ -774,7 +775,7 @@ def render(result: dict[str, Any]) -> str:
                 ]
                 cells.append(f"{max(vals):.1e}" if vals else "-")
             agree.append(cells)
-        lines += _fmt_table(["backend", *dtypes], agree)
+        lines += markdown_table(["backend", *dtypes], agree)
         lines += ["", "Crossover (the batch from which the backend beats NumPy):", ""]
         for s in specs:
             lines += _crossover(a, s)
@@ -818,7 +819,7 @@ def render(result: dict[str, Any]) -> str:
                 "-" if r["spec"] == "numpy:cpu" else _times(speed),
             ]
             rows.append(cells)
-        lines += _fmt_table(header, rows)
+        lines += markdown_table(header, rows)
         lines += ["", "Agreement with NumPy's gradient (same dtype), best chunk:", ""]
         rows = []
         for r in b["rows"]:
@@ -837,7 +838,7 @@ def render(result: dict[str, Any]) -> str:
                     goal,
                 ]
             )
-        lines += _fmt_table(
+        lines += markdown_table(
             ["backend", "dtype", *(f"{k} (max rel / elementwise)" for k in KEYS), "goal"], rows
         )
         errors = [
@@ -885,7 +886,7 @@ def render(result: dict[str, Any]) -> str:
                     f"{r.get('rel_vs_numpy_at_snapshot', float('nan')):.1e}",
                 ]
             )
-        lines += _fmt_table(
+        lines += markdown_table(
             [
                 "backend",
                 "iterations",
@@ -920,7 +921,7 @@ def render(result: dict[str, Any]) -> str:
             " or transfer.",
             "",
         ]
-        lines += _fmt_table(
+        lines += markdown_table(
             ["backend", *checks],
             [[_short(r["spec"]), *(r.get(k, r.get("note", "-")) for k in checks)] for r in rows],
         )
