@@ -220,6 +220,43 @@ def test_subprocess_smoke(data_dir: Path, tmp_path: Path) -> None:
     assert (tmp_path / "run" / "checkpoint.json").exists()
 
 
+def test_numerical_gradient_on_workers_in_a_subprocess(data_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    runs = {}
+    for name, extra in (("here", []), ("pool", ["--workers", "2"])):
+        args = train_args(data_dir, tmp_path / name, "--gradient", "numerical", "--no-plot")
+        args[args.index("--iters") + 1] = "3"
+        proc = subprocess.run(
+            [sys.executable, "-m", "xgrad.cli", *args, *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = json.loads((tmp_path / name / "history.json").read_text())
+    # The loop on workers vs the closed form here: equal up to the loop's rounding.
+    np.testing.assert_allclose(runs["pool"]["train_loss"], runs["here"]["train_loss"], rtol=1e-9)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xgrad.cli",
+            *train_args(data_dir, tmp_path / "b"),
+            "--workers",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode != 0 and "workers: expected" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_killed_process_resumes_to_the_same_end(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

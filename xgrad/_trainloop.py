@@ -40,18 +40,19 @@ class Minibatches:
 
 
 def book_step(
-    net: Any, opt: Any, gradient: str, *, chunk_size: int | None = None
+    net: Any, opt: Any, gradient: str, *, chunk_size: int | None = None, workers: Any = None
 ) -> Callable[[Any, Any], Any]:
     """One iteration of the book's loop on checked rows: gradient, update, then the loss.
 
     The loss is the minibatch's after the update (the book's order), a 0-d device array.
+    ``workers``: the numerical gradient's per-element loop on them (`xgrad.workers`).
     """
 
     def step(x_batch: Any, t_batch: Any) -> Any:
         if gradient == "backprop":
             grads = net._loss_and_gradient_rows(x_batch, t_batch)[1]
         else:
-            grads = net.numerical_gradient(x_batch, t_batch, chunk_size=chunk_size)
+            grads = net.numerical_gradient(x_batch, t_batch, chunk_size=chunk_size, workers=workers)
         opt.update(net.params, grads)
         return net._loss_rows(x_batch, t_batch)
 

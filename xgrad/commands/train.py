@@ -52,6 +52,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     out.add_argument("--no-plot", action="store_true", help="do not write the figures")
     out.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    scale = parser.add_argument_group("scale-out (--gradient numerical)")
+    scale.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="each step's numerical gradient as the book's per-element loop on N worker "
+        "processes (with --scheduler local: N Dask workers)",
+    )
+    scale.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the numerical gradient on a Dask cluster: tcp://HOST:PORT of its scheduler, "
+        "or 'local' for a LocalCluster on this machine (needs xgrad[dask])",
+    )
 
 
 def _default_out(dataset: str) -> Path:
@@ -100,7 +114,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(args.dataset)
     # SIGTERM (kill, systemd, a batch scheduler) stops the run like Ctrl-C: the checkpoint
     # stays, the lock is released, and the message says how to resume.
-    with sigterm_as_interrupt(), _removed_if_unused(out, created=not args.out):
+    from xgrad.workers import cli_workers
+
+    with (
+        sigterm_as_interrupt(),
+        _removed_if_unused(out, created=not args.out),
+        cli_workers(args.workers, args.scheduler) as workers,
+    ):
         result = train(
             TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}),
             data_dir=args.data_dir,
@@ -109,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             plot=not args.no_plot,
             quiet=args.quiet,
+            workers=workers,
         )
     h = result.history
     cfg = h["config"]
