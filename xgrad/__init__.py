@@ -4,10 +4,12 @@ The array libraries (NumPy, CuPy, torch, JAX, array-api-strict) are chosen by na
 the backend registry and are imported only when used: ``import xgrad`` stays light.
 """
 
-from __future__ import annotations
+# ruff: noqa: F401  (the TYPE_CHECKING imports below are the lazy names of __all__, for type
+# checkers; ruff cannot see __all__ built from _LAZY)
 
-import importlib
-from typing import Any
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from xgrad.backends import (
     Backend,
@@ -38,7 +40,7 @@ __version__ = "0.1.0"
 # and lets a broken optional part fail only when it is used).
 _LAZY = {
     "HostRandom": "xgrad.random",
-    "to_numpy": "xgrad._arrays",
+    "to_numpy": "xgrad.backends",
     "numerical_diff": "xgrad.numdiff",
     "numerical_gradient": "xgrad.numdiff",
     "DiffResult": "xgrad.numdiff",
@@ -57,16 +59,56 @@ _LAZY = {
     "load_mnist": "xgrad.datasets",
 }
 _SUBMODULES = (
+    "backends",
+    "checking",
+    "datasets",
+    "derivatives",
+    "descent",
+    "dezero",
     "errors",
     "functions",
     "layers",
     "nn",
+    "numdiff",
     "optim",
-    "datasets",
-    "training",
+    "plotting",
     "random",
+    "testing",
+    "training",
     "workers",
 )
+
+if _TYPE_CHECKING:
+    # What type checkers see of the lazy names (tests/test_public_api.py keeps this block
+    # and _LAZY / _SUBMODULES equal): the real signatures, not Any.
+    from xgrad import (
+        backends,
+        checking,
+        datasets,
+        derivatives,
+        descent,
+        dezero,
+        errors,
+        functions,
+        layers,
+        nn,
+        numdiff,
+        optim,
+        plotting,
+        random,
+        testing,
+        training,
+        workers,
+    )
+    from xgrad.backends import to_numpy
+    from xgrad.checking import GradcheckResult, gradcheck
+    from xgrad.datasets import load_mnist
+    from xgrad.derivatives import HessianMemoryError, hessian, jacobian
+    from xgrad.descent import gradient_descent
+    from xgrad.dezero import Exp, Function, Square, Variable
+    from xgrad.numdiff import DiffResult, DiffStatus, numerical_diff, numerical_gradient
+    from xgrad.random import HostRandom
+    from xgrad.training import train
 
 __all__ = [
     "Backend",
@@ -92,13 +134,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(_importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     if name in _SUBMODULES:
-        return importlib.import_module(f"xgrad.{name}")
+        return _importlib.import_module(f"xgrad.{name}")
     raise AttributeError(f"module 'xgrad' has no attribute {name!r}")
 
 

@@ -8,27 +8,12 @@ import numpy as np
 
 from xgrad.backends import Backend, resolve_backend
 from xgrad.backends._base import DtypeLike
-from xgrad.backends._registry import backend_of
+from xgrad.backends._registry import is_array, to_numpy
 from xgrad.errors import ArgumentError, ArgumentTypeError
 
+# is_array and to_numpy are public in xgrad.backends; imported here for the modules that
+# use them with as_float_array.
 __all__ = ["as_float_array", "is_array", "to_numpy"]
-
-
-def is_array(x: Any) -> bool:
-    """Whether ``x`` is an array of a registered backend."""
-    return backend_of(x, strict=False) is not None
-
-
-def to_numpy(x: Any) -> np.ndarray:
-    """Copy an array of any backend (any device) to a NumPy array, explicitly.
-
-    >>> to_numpy([1.0, 2.0])
-    array([1., 2.])
-    """
-    owner = backend_of(x, strict=False)
-    if owner is None:
-        return np.asarray(x)
-    return owner.to_numpy(x)
 
 
 def _host(x: Any, name: str) -> np.ndarray:

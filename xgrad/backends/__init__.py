@@ -6,16 +6,18 @@
 ('numpy', 'cpu')
 """
 
-from xgrad.backends._base import Backend, BackendUnavailableError, BackendWarning
+from xgrad.backends._base import Backend, BackendUnavailableError, BackendWarning, DtypeLike
 from xgrad.backends._registry import (
     BackendEntry,
     available_backends,
     backend_of,
     get_backend,
+    is_array,
     register_backend,
     registered_backends,
     resolve_backend,
     set_backend,
+    to_numpy,
     use_backend,
 )
 
@@ -24,12 +26,15 @@ __all__ = [
     "BackendEntry",
     "BackendUnavailableError",
     "BackendWarning",
+    "DtypeLike",
     "available_backends",
     "backend_of",
     "get_backend",
+    "is_array",
     "register_backend",
     "registered_backends",
     "resolve_backend",
     "set_backend",
+    "to_numpy",
     "use_backend",
 ]

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Literal, overload
 
+import numpy as np
+
 from xgrad.backends._base import Backend, BackendUnavailableError, BackendWarning
 from xgrad.errors import ArgumentError, ArgumentTypeError
 
@@ -478,3 +480,20 @@ def resolve_backend(backend: str | Backend | None, *arrays: Any) -> Backend:
         _warn_if_env_is_garbage(found.spec)
         return found
     return get_backend()
+
+
+def is_array(x: Any) -> bool:
+    """Whether ``x`` is an array of a registered backend."""
+    return backend_of(x, strict=False) is not None
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy an array of any backend (any device) to a NumPy array, explicitly.
+
+    >>> to_numpy([1.0, 2.0])
+    array([1., 2.])
+    """
+    owner = backend_of(x, strict=False)
+    if owner is None:
+        return np.asarray(x)
+    return owner.to_numpy(x)
