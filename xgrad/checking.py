@@ -918,7 +918,7 @@ def check_function(
                 r_rows: dict[str, list[Any]] = {k: [] for k in names}
                 for i in range(max(m, 1)):
                     u = None
-                    host_u = np.ones(())
+                    host_u: np.ndarray = np.ones(())
                     if out_shape:
                         host_u = np.zeros(m)
                         host_u[i] = 1.0
