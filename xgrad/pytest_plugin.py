@@ -296,7 +296,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     # pytest folds skips by (file, line, reason): a row that cannot run here gets this file
-    # and no line, so it is said once per reason, not once per test.
+    # and no line, so it is said once per reason, not once per test (pytest's annotation
+    # wants an int line; its summary reads None as "no line").
     if report.skipped and item.stash.get(_ROW_SKIP, False) and isinstance(report.longrepr, tuple):
-        report.longrepr = (__file__, None, report.longrepr[2])
+        report.longrepr = (__file__, None, report.longrepr[2])  # type: ignore[assignment]
     return report
