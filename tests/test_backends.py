@@ -561,3 +561,28 @@ def test_host_random_refuses_negative_and_bool_seeds() -> None:
     with pytest.raises(ArgumentTypeError, match=r"seed: expected an int >= 0"):
         HostRandom(True)  # type: ignore[arg-type]
     assert HostRandom(np.int64(3)).rng.integers(10) == HostRandom(3).rng.integers(10)
+
+
+def test_the_backend_contract_is_required_and_explicit() -> None:
+    from xgrad.backends import BackendHooks
+
+    numpy_backend = xgrad.get_backend("numpy")
+    fields = {
+        "name": "mine",
+        "xp": numpy_backend.xp,
+        "device": "cpu",
+        "device_label": "cpu",
+        "library": "numpy",
+        "version": "1",
+    }
+    # No silent defaults: without hooks a backend is refused when it is built.
+    with pytest.raises(TypeError, match="hooks"):
+        Backend(**fields)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="BackendHooks"):
+        Backend(**fields, hooks=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="float64_error"):
+        BackendHooks(owns=lambda x: False, to_numpy=np.asarray, synchronize=lambda a: None)  # type: ignore[call-arg]
+    # Optional capabilities are declared on the registry entry, None where absent.
+    entries = _registry.registered_backends()
+    assert entries["numpy"].vjp is None and entries["numpy"].jit is None
+    assert entries["torch"].vjp is not None and entries["jax"].enable_float64 is not None

@@ -28,7 +28,6 @@ dtype. The logic, in three steps:
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -691,19 +690,16 @@ class FunctionCheckResult:
 
 
 def backend_hook(b: Backend | str, name: str) -> Callable[..., Any] | None:
-    """A function ``name`` (``vjp``, ``jit``, ``enable_float64``) of a backend's module.
+    """The optional capability ``name`` (``vjp``, ``jit``, ``enable_float64``) of a backend.
 
-    Backends describe themselves in the module that holds their factory; a module may add
-    these optional hooks next to it (torch and JAX have ``vjp``). None where it has none.
+    Declared on its `xgrad.backends.BackendEntry`; None where the backend has none.
     """
     from xgrad.backends import registered_backends
 
+    if name not in ("vjp", "jit", "enable_float64"):
+        raise ArgumentError(f"name: expected 'vjp', 'jit' or 'enable_float64', found {name!r}")
     entry = registered_backends().get(b if isinstance(b, str) else b.name)
-    if entry is None:
-        return None
-    module = sys.modules.get(getattr(entry.create, "__module__", ""), None)
-    hook = getattr(module, name, None)
-    return hook if callable(hook) else None
+    return None if entry is None else getattr(entry, name)
 
 
 def miss_probability(rtol: float, probes: int, delta: float = FAST_DELTA) -> float:

@@ -6,7 +6,13 @@
 ('numpy', 'cpu')
 """
 
-from xgrad.backends._base import Backend, BackendUnavailableError, BackendWarning, DtypeLike
+from xgrad.backends._base import (
+    Backend,
+    BackendHooks,
+    BackendUnavailableError,
+    BackendWarning,
+    DtypeLike,
+)
 from xgrad.backends._registry import (
     BackendEntry,
     available_backends,
@@ -24,6 +30,7 @@ from xgrad.backends._registry import (
 __all__ = [
     "Backend",
     "BackendEntry",
+    "BackendHooks",
     "BackendUnavailableError",
     "BackendWarning",
     "DtypeLike",

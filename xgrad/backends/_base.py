@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from xgrad.errors import ArgumentError, XgradError
+from xgrad.errors import ArgumentError, ArgumentTypeError, XgradError
 
-__all__ = ["Backend", "BackendUnavailableError", "BackendWarning", "DtypeLike"]
+__all__ = ["Backend", "BackendHooks", "BackendUnavailableError", "BackendWarning", "DtypeLike"]
 
 DtypeLike = Any  # "float32", "float64", a NumPy dtype, or a namespace dtype
 
@@ -45,6 +45,41 @@ _KNOWN_DTYPES = (
 )
 
 
+@dataclass(frozen=True)
+class BackendHooks:
+    """What every backend must tell xgrad about its arrays: the backend contract.
+
+    All four are required (no defaults): a backend that leaves one out fails when it is
+    built, instead of later, with its arrays taken for NumPy's or copied wrongly.
+
+    Attributes
+    ----------
+    owns : callable
+        ``owns(x) -> bool``: whether ``x`` is an array of this library (any device).
+    to_numpy : callable
+        ``to_numpy(x) -> numpy.ndarray``: an explicit host copy of such an array.
+    synchronize : callable
+        ``synchronize(arrays)``: wait for queued device work (``lambda arrays: None`` on
+        a CPU); libraries without a device-wide barrier wait for the ``arrays`` given.
+    float64_error : callable
+        ``float64_error() -> str | None``: None if float64 works, else why not.
+    """
+
+    owns: Callable[[Any], bool]
+    to_numpy: Callable[[Any], np.ndarray]
+    synchronize: Callable[[tuple[Any, ...]], None]
+    float64_error: Callable[[], str | None]
+
+
+def no_synchronize(arrays: tuple[Any, ...]) -> None:
+    """`BackendHooks.synchronize` of a library whose work is done when a call returns."""
+
+
+def float64_works() -> str | None:
+    """`BackendHooks.float64_error` of a library that always has float64."""
+    return None
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class Backend:
     """An array library on one device, seen through its array API namespace.
@@ -66,6 +101,8 @@ class Backend:
         vectorized calls rather than cache-sized ones.
     library : str
         Import name of the array library.
+    hooks : BackendHooks
+        The library's answers to what xgrad needs to know about its arrays (required).
     """
 
     name: str
@@ -76,10 +113,13 @@ class Backend:
     version: str
     device_name: str = ""
     accelerator: bool = False
-    _float64_error: Callable[[], str | None] = field(default=lambda: None)
-    _to_numpy: Callable[[Any], np.ndarray] = field(default=np.asarray)
-    _synchronize: Callable[[tuple[Any, ...]], None] = field(default=lambda arrays: None)
-    _owns: Callable[[Any], bool] = field(default=lambda x: False)
+    hooks: BackendHooks = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hooks, BackendHooks):
+            raise ArgumentTypeError(
+                f"hooks: expected a xgrad.backends.BackendHooks, found {self.hooks!r}"
+            )
 
     # -- identity -----------------------------------------------------------------------
     @property
@@ -120,7 +160,7 @@ class Backend:
     @property
     def float64_error(self) -> str | None:
         """None if float64 works here, else why not (JAX without x64)."""
-        return self._float64_error()
+        return self.hooks.float64_error()
 
     @property
     def supports_float64(self) -> bool:
@@ -164,7 +204,7 @@ class Backend:
     # -- arrays -------------------------------------------------------------------------
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is an array of this backend's library (any device)."""
-        return bool(self._owns(x))
+        return bool(self.hooks.owns(x))
 
     def asarray(self, obj: Any, dtype: DtypeLike = None, *, copy: bool | None = None) -> Any:
         """Convert ``obj`` to an array of this backend, on its device.
@@ -203,14 +243,14 @@ class Backend:
         """Copy ``x`` (an array of this backend) to a NumPy array on the host, explicitly."""
         if isinstance(x, np.ndarray | np.generic | float | int | complex | bool):
             return np.asarray(x)
-        return np.asarray(self._to_numpy(x))
+        return np.asarray(self.hooks.to_numpy(x))
 
     def synchronize(self, *arrays: Any) -> None:
         """Wait until queued device work is done (for timing on GPUs); a no-op on CPUs.
 
         Libraries without a device-wide barrier (JAX) wait for the ``arrays`` given.
         """
-        self._synchronize(arrays)
+        self.hooks.synchronize(arrays)
 
 
 def _is_native_dtype(xp: ModuleType, dtype: Any) -> bool:

@@ -56,6 +56,11 @@ class BackendEntry:
     accepts, ``N`` standing for an index (``("cpu", "cuda", "cuda:N")``); others are refused
     when the spec is parsed, before the library is touched. Empty: any string is passed to
     ``create``.
+
+    Optional capabilities, None where the library has none: ``vjp(f, primals, cotangent)
+    -> (f(*primals), cotangent^T J)``, the library's own reverse-mode gradient (what
+    `xgrad.gradcheck` checks against); ``jit(f)``, its compiler; ``enable_float64()``, for
+    a library that computes in float32 unless told (the test matrix runs in float64).
     """
 
     name: str
@@ -68,6 +73,9 @@ class BackendEntry:
     owns: Callable[[Any], bool] | None = None
     device_of: Callable[[Any], str] | None = None
     device_forms: tuple[str, ...] = ()
+    vjp: Callable[..., tuple[Any, tuple[Any, ...]]] | None = None
+    jit: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None
+    enable_float64: Callable[[], None] | None = None
 
     def accepts_device(self, device: str) -> bool:
         """Whether ``device`` has one of the ``device_forms`` (always, if there are none)."""

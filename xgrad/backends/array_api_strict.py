@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xgrad.backends._base import Backend
+from xgrad.backends._base import Backend, BackendHooks, float64_works, no_synchronize
 from xgrad.backends._registry import BackendEntry
 from xgrad.errors import ArgumentError
 
@@ -51,8 +51,9 @@ def create(device: str | None) -> Backend:
         library="array_api_strict",
         version=xp.__version__,
         device_name=f"{label} (NumPy-backed)",
-        _to_numpy=to_numpy,
-        _owns=_owns,
+        hooks=BackendHooks(
+            owns=_owns, to_numpy=to_numpy, synchronize=no_synchronize, float64_error=float64_works
+        ),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from xgrad.backends._base import Backend, BackendUnavailableError
+from xgrad.backends._base import Backend, BackendHooks, BackendUnavailableError, float64_works
 from xgrad.backends._registry import BackendEntry
 from xgrad.errors import ArgumentError
 
@@ -88,9 +88,9 @@ def create(device: str | None) -> Backend:
         version=cupy.__version__,
         device_name=name,
         accelerator=True,
-        _to_numpy=to_numpy,
-        _synchronize=sync,
-        _owns=_owns,
+        hooks=BackendHooks(
+            owns=_owns, to_numpy=to_numpy, synchronize=sync, float64_error=float64_works
+        ),
     )
 
 

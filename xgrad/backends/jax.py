@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from xgrad.backends._base import Backend, BackendUnavailableError
+from xgrad.backends._base import Backend, BackendHooks, BackendUnavailableError
 from xgrad.backends._registry import BackendEntry
 
 X64_HINT = (
@@ -100,14 +100,12 @@ def create(device: str | None) -> Backend:
         version=jax.__version__,
         device_name=getattr(dev, "device_kind", str(dev)),
         accelerator=dev.platform != "cpu",
-        _float64_error=float64_error,
-        _to_numpy=to_numpy,
-        _synchronize=sync,
-        _owns=_owns,
+        hooks=BackendHooks(
+            owns=_owns, to_numpy=to_numpy, synchronize=sync, float64_error=float64_error
+        ),
     )
 
 
-# Optional hooks (found next to the factory by xgrad.pytest_plugin and xgrad.gradcheck).
 def enable_float64() -> None:
     """Switch on JAX's float64 (``jax_enable_x64``): the test matrix runs in float64."""
     import jax
@@ -139,4 +137,7 @@ ENTRY = BackendEntry(
     owns=_owns,
     device_of=device_label,
     device_forms=("cpu", "cpu:N", "cuda", "cuda:N", "gpu", "gpu:N", "tpu", "tpu:N"),
+    vjp=vjp,
+    jit=jit,
+    enable_float64=enable_float64,
 )

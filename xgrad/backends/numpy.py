@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xgrad.backends._base import Backend
+from xgrad.backends._base import Backend, BackendHooks, float64_works, no_synchronize
 from xgrad.backends._registry import BackendEntry
 from xgrad.errors import ArgumentError
 
@@ -33,8 +33,9 @@ def create(device: str | None) -> Backend:
         library="numpy",
         version=np.__version__,
         device_name="host CPU",
-        _to_numpy=np.asarray,
-        _owns=_owns,
+        hooks=BackendHooks(
+            owns=_owns, to_numpy=np.asarray, synchronize=no_synchronize, float64_error=float64_works
+        ),
     )
 
 

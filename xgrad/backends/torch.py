@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from xgrad.backends._base import Backend
+from xgrad.backends._base import Backend, BackendHooks, float64_works
 from xgrad.backends._registry import BackendEntry
 from xgrad.errors import ArgumentError
 
@@ -82,13 +82,12 @@ def create(device: str | None) -> Backend:
         version=torch.__version__,
         device_name=name,
         accelerator=dev.type != "cpu",
-        _to_numpy=to_numpy,
-        _synchronize=sync,
-        _owns=_owns,
+        hooks=BackendHooks(
+            owns=_owns, to_numpy=to_numpy, synchronize=sync, float64_error=float64_works
+        ),
     )
 
 
-# Optional hook (found next to the factory by xgrad.gradcheck).
 def vjp(f: Any, primals: tuple[Any, ...], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
     """``(f(*primals), cotangent^T J)`` by ``torch.autograd``: torch's own gradient."""
     import torch
@@ -112,4 +111,5 @@ ENTRY = BackendEntry(
     owns=_owns,
     device_of=device_label,
     device_forms=("cpu", "cuda", "cuda:N"),
+    vjp=vjp,
 )
