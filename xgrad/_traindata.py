@@ -90,7 +90,8 @@ def one_hot(t: np.ndarray, num_classes: int, name: str, where: Callable[[], str]
             f"{where()}: {name} holds label {int(t[k])} (at index {k}; {outside.size} labels "
             f"in all) outside [0, {num_classes}) for {num_classes} classes"
         )
-    return np.eye(num_classes)[t]
+    onehot: np.ndarray = np.eye(num_classes)[t]
+    return onehot
 
 
 def label_source(data: Any, spec: Any, data_dir: Any, name: str) -> str:

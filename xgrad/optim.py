@@ -193,7 +193,9 @@ class Optimizer:
                 slots[slot][key] = value
         return new_params, OptState(t, slots)
 
-    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
+    def _rule(
+        self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int
+    ) -> tuple[Any, dict[str, Any]]:
         raise NotImplementedError
 
     # -- the book's update ----------------------------------------------------------------
@@ -419,7 +421,9 @@ class SGD(Optimizer):
 
     _hyper = ("lr",)
 
-    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
+    def _rule(
+        self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int
+    ) -> tuple[Any, dict[str, Any]]:
         return p - self.lr * g, s
 
 
@@ -441,7 +445,9 @@ class Momentum(Optimizer):
         super().__init__(lr)
         self.momentum = momentum
 
-    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
+    def _rule(
+        self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int
+    ) -> tuple[Any, dict[str, Any]]:
         v = self.momentum * s["v"] - self.lr * g
         return p + v, {"v": v}
 
@@ -466,7 +472,9 @@ class Nesterov(Optimizer):
         super().__init__(lr)
         self.momentum = momentum
 
-    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
+    def _rule(
+        self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int
+    ) -> tuple[Any, dict[str, Any]]:
         m, lr = self.momentum, self.lr
         v = s["v"] * m
         v = v - lr * g
@@ -485,7 +493,9 @@ class AdaGrad(Optimizer):
     _hyper = ("lr",)
     _slots = ("h",)
 
-    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
+    def _rule(
+        self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int
+    ) -> tuple[Any, dict[str, Any]]:
         h = s["h"] + g * g
         return p - self.lr * g / (xp.sqrt(h) + EPS), {"h": h}
 
@@ -508,7 +518,9 @@ class RMSprop(Optimizer):
         super().__init__(lr)
         self.decay_rate = decay_rate
 
-    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
+    def _rule(
+        self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int
+    ) -> tuple[Any, dict[str, Any]]:
         h = s["h"] * self.decay_rate
         h = h + (1 - self.decay_rate) * g * g
         return p - self.lr * g / (xp.sqrt(h) + EPS), {"h": h}
@@ -538,7 +550,9 @@ class Adam(Optimizer):
         self.beta1 = beta1
         self.beta2 = beta2
 
-    def _rule(self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int) -> tuple[Any, dict]:
+    def _rule(
+        self, p: Any, g: Any, s: dict[str, Any], xp: Any, t: int
+    ) -> tuple[Any, dict[str, Any]]:
         lr_t = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
         m = s["m"] + (1 - self.beta1) * (g - s["m"])
         v = s["v"] + (1 - self.beta2) * (g**2 - s["v"])
