@@ -292,10 +292,11 @@ def test_ctrl_c_stops_the_pool(tmp_path):
         time.sleep(0.1)
     start = time.monotonic()
     proc.send_signal(2)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=60)
     assert "interrupted" in out, err
-    # 400 evaluations of 0.2 s on 2 workers would take 40 s.
-    assert time.monotonic() - start < 10
+    # The 400 evaluations of 0.2 s on 2 workers would take 40 s (a loaded CI machine may
+    # take seconds to stop two processes).
+    assert time.monotonic() - start < 20
     for pid in set(pids.read_text().split()) - {str(proc.pid)}:
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid), 0)

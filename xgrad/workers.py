@@ -107,7 +107,7 @@ class WorkerLostError(XgradError, RuntimeError):
 # Unpacked payloads by key, per process (and per thread: evaluators perturb their private
 # copy of x in place, which threads of one process must not share).
 _CACHE: OrderedDict[tuple[str, int], Any] = OrderedDict()
-_CACHE_SIZE = 4
+_CACHE_SIZE = 32
 _CACHE_LOCK = threading.Lock()
 
 
@@ -400,9 +400,11 @@ class _PoolRunner(_Runner):
         while True:
             pool = _pool(self.count)
             todo = [k for k, r in enumerate(ordered) if r is None]
-            futures = [pool.submit(_run_task, key, blob, tasks[k]) for k in todo]
+            futures: list[Any] = []
             part: list[Any] = [None] * len(todo)
             try:
+                # Submitted inside the try: a Ctrl-C while submitting cancels too.
+                futures.extend(pool.submit(_run_task, key, blob, tasks[k]) for k in todo)
                 _gather(futures, part)
             except cf.BrokenExecutor as exc:
                 for k, r in zip(todo, part, strict=True):
@@ -434,9 +436,10 @@ class _ExecutorRunner(_Runner):
         self.count = int(getattr(executor, "_max_workers", 0) or os.cpu_count() or 1)
 
     def run(self, key: str, blob: Any, tasks: list[Any]) -> list[Any]:
-        futures = [self.executor.submit(_run_task, key, blob, t) for t in tasks]
+        futures: list[Any] = []
         ordered: list[Any] = [None] * len(tasks)
         try:
+            futures.extend(self.executor.submit(_run_task, key, blob, t) for t in tasks)
             _gather(futures, ordered)
         except cf.BrokenExecutor as exc:
             _cancel(futures)
@@ -495,8 +498,11 @@ class _ClientRunner(_Runner):
                 self.scattered[key] = client.scatter(blob, hash=False, broadcast=True)
             ref = self.scattered[key]
             todo = [k for k in range(len(tasks)) if not done[k]]
-            futures = [client.submit(_run_task, key, ref, tasks[k], pure=False) for k in todo]
+            futures: list[Any] = []
             try:
+                futures.extend(
+                    client.submit(_run_task, key, ref, tasks[k], pure=False) for k in todo
+                )
                 for k, value in zip(todo, client.gather(futures), strict=True):
                     ordered[k] = value
                 return ordered
