@@ -58,6 +58,7 @@ from xgrad.errors import ArgumentError, ArgumentTypeError, XgradError
 __all__ = [
     "LOAD_FACTOR",
     "MAX_TASKS",
+    "OVERHEAD_FACTOR",
     "RETRIES",
     "TASK_SECONDS",
     "ClosureError",
