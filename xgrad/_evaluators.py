@@ -83,8 +83,7 @@ class ScalarOps:
     def quiet() -> Any:
         return _NoContext()
 
-    @staticmethod
-    def lift(a: Any) -> Any:
+    def lift(self, a: Any) -> Any:
         return a
 
     @staticmethod
@@ -175,8 +174,7 @@ class _ArrayMath:
 
     quiet = staticmethod(quiet)
 
-    @staticmethod
-    def lift(a: Any) -> Any:
+    def lift(self, a: Any) -> Any:
         return a
 
     @staticmethod
@@ -195,12 +193,10 @@ class _ArrayMath:
     def any(self, cond: Any) -> bool:
         return bool(self.xp.any(cond))
 
-    @staticmethod
-    def element_any(cond: Any) -> Any:
+    def element_any(self, cond: Any) -> Any:
         return cond
 
-    @staticmethod
-    def element_all(cond: Any) -> Any:
+    def element_all(self, cond: Any) -> Any:
         return cond
 
     def logical_not(self, cond: Any) -> Any:

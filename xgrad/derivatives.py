@@ -644,8 +644,8 @@ class _HessianValues:
                     work[idx[i]] = self.orig[i]
             self.count += self.n
             return out
-        i = np.arange(self.n)
-        return self._stacked(i, moved, None, None)
+        rows = np.arange(self.n)
+        return self._stacked(rows, moved, None, None)
 
     def pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """(n, n) host array: entry (i, j), i < j, is f with x[i] = first[i], x[j] = second[j]."""

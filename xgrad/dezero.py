@@ -24,7 +24,7 @@ import heapq
 import math
 import numbers
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -264,6 +264,11 @@ class Variable:
     def backend(self) -> Backend:
         """The backend (library and device) ``data`` lives on."""
         return resolve_backend(None, self.data)
+
+    def __xgrad_unwrap__(self) -> tuple[Any, Callable[[Any], Variable]]:
+        """The array inside and how to wrap one like it: what `xgrad.numerical_diff` needs to
+        differentiate a function of Variables (its f sees Variables, its engine arrays)."""
+        return self.data, Variable
 
     def __len__(self) -> int:
         if self.data is None or self.ndim == 0:

@@ -10,7 +10,6 @@ cannot be trusted to ``rtol``/``atol``.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -204,25 +203,23 @@ def numerical_diff(
             backend=backend,
             dtype=dtype,
         )
-    variable = _variable_type()
-    if variable is not None and isinstance(x, variable):
+    unwrap = getattr(x, "__xgrad_unwrap__", None)
+    if unwrap is not None:
+        # A wrapper (DeZero's Variable) says what array it holds and how to wrap one: f
+        # sees wrappers, the engine arrays.
+        data, wrap = unwrap()
 
-        def through_variable(a: Any) -> Any:
-            out = f(variable(a))
-            return out.data if isinstance(out, variable) else out
+        def through_wrapper(a: Any) -> Any:
+            out = f(wrap(a))
+            inner = getattr(out, "__xgrad_unwrap__", None)
+            return inner()[0] if inner is not None else out
 
         return _diff_array(
-            through_variable, x.data, h, method, rtol, atol, full_output, on_failure, backend, dtype
+            through_wrapper, data, h, method, rtol, atol, full_output, on_failure, backend, dtype
         )
     if backend is None and dtype is None and isinstance(x, int | float) and not isinstance(x, bool):
         return _diff_scalar(f, float(x), h, method, rtol, atol, full_output, on_failure)
     return _diff_array(f, x, h, method, rtol, atol, full_output, on_failure, backend, dtype)
-
-
-def _variable_type() -> type | None:
-    # A Variable can only exist if xgrad.dezero was imported: don't import it here.
-    module = sys.modules.get("xgrad.dezero")
-    return getattr(module, "Variable", None) if module is not None else None
 
 
 def _finish(
@@ -328,6 +325,8 @@ def _status_finite(df: Any) -> float:
 # Large arrays are differentiated in blocks: a handful of block-sized temporaries stay in
 # the allocator's reused memory, where full-size ones cost fresh pages on every call
 # (3-5x slower on 1e5 points with glibc's default thresholds).
+# The per-element fields of an engine Outcome (nfev is one count).
+_FIELDS = ("df", "error", "status", "step")
 _BLOCK = 2**14
 
 
@@ -362,13 +361,10 @@ def _diff_array(
         out = outs[0]
     else:
         out = _engine.Outcome(
-            *(xp.concat([getattr(o, k) for o in outs]) for k in ("df", "error", "status", "step")),
+            **{k: xp.concat([getattr(o, k) for o in outs]) for k in _FIELDS},
             nfev=max(o.nfev for o in outs),
         )
-    out = _engine.Outcome(
-        *(xp.reshape(getattr(out, k), shape) for k in ("df", "error", "status", "step")),
-        nfev=out.nfev,
-    )
+    out = _engine.Outcome(**{k: xp.reshape(getattr(out, k), shape) for k in _FIELDS}, nfev=out.nfev)
     out.status = xp.astype(out.status, xp.int32)
     x_host = b.to_numpy(xa)
     return _finish(out, method, r, full_output, on_failure, x_host, host=b.to_numpy)
@@ -783,8 +779,7 @@ def _gradient_outcome(
         with quiet():
             found = _engine.search(ops, flat, method, eps, tiny, r, a, normwise=True, f0=f0)
         out = _engine.Outcome(
-            *(xp.reshape(getattr(found, k), shape) for k in ("df", "error", "status", "step")),
-            nfev=found.nfev,
+            **{k: xp.reshape(getattr(found, k), shape) for k in _FIELDS}, nfev=found.nfev
         )
         out.status = xp.astype(out.status, xp.int32)
     return out

@@ -152,8 +152,9 @@ class _Spec:
         return b, ops
 
 
-def _evaluate(b: Any, ops: Any, task: Sequence[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
+def _evaluate(found: tuple[Any, Any], task: Sequence[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
     """f at each segment of ``task``, on the host, as the serial evaluator computes it."""
+    _, ops = found
     return [ops.worker_rows(*seg) for seg in task]
 
 
@@ -171,7 +172,7 @@ def _run_task(key: str, blob: tuple[bytes, bytes], task: Any) -> tuple[list[np.n
                 _CACHE.popitem(last=False)
     start = time.perf_counter()
     with np.errstate(all="ignore"):
-        values = _evaluate(*found, task)
+        values = _evaluate(found, task)
     return values, time.perf_counter() - start
 
 
@@ -575,7 +576,7 @@ class DeviceRunner(_Runner):
                     return
                 start = time.perf_counter()
                 with np.errstate(all="ignore"):
-                    values = _evaluate(*evals[d], tasks[k])
+                    values = _evaluate(evals[d], tasks[k])
                 ordered[k] = (values, time.perf_counter() - start)
 
         with cf.ThreadPoolExecutor(len(evals)) as pool:

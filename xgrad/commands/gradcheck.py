@@ -101,7 +101,7 @@ def _check_all(args: argparse.Namespace, x_host: Any, t_host: Any, workers: Any)
     import numpy as np
 
     from xgrad.backends import Backend
-    from xgrad.checking import gradcheck
+    from xgrad.checking import ParamCheck, gradcheck
     from xgrad.nn import TwoLayerNet
 
     failed, checked = [], 0
@@ -131,7 +131,13 @@ def _check_all(args: argparse.Namespace, x_host: Any, t_host: Any, workers: Any)
         checked += 1
         print(result.report())
         # The book's printout: mean |backprop - numerical| per parameter.
-        print("  ".join(f"{k}:{p.mean_abs:.3g}" for k, p in result.params.items()))
+        print(
+            "  ".join(
+                f"{k}:{p.mean_abs:.3g}"
+                for k, p in result.params.items()
+                if isinstance(p, ParamCheck)
+            )
+        )
         print()
         if not result.passed:
             failed.append(b.spec)
