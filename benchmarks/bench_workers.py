@@ -138,58 +138,52 @@ def main() -> None:
     costs = [10.0, 50.0] if args.quick else [10.0, 50.0, 200.0]
     sizes = [64] if args.quick else [64, 512]
     rows = []
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        # Warm both: processes started, xgrad imported there.
-        numerical_gradient(Work(1), np.ones(4), h=1e-3, workers=2)
-        numerical_gradient(Work(1), np.ones(4), h=1e-3, workers=client)
-        for ms in costs:
-            for n in sizes:
-                x = np.linspace(0.1, 1.0, n)
-                f = calibrated(ms, x)
-                c = cost_of(f, x)
-                if n <= 64:
-                    serial, t_serial = timed(lambda f=f, x=x: numerical_gradient(f, x, h=1e-3))
-                    measured = True
-                else:
-                    serial, t_serial, measured = None, 2 * n * c, False
-                if t_serial > args.budget:
-                    rows.append((ms, n, c, t_serial, measured, None, None, None, {}, {}, 0.0))
-                    print(rows[-1], flush=True)
-                    continue
-                load = os.getloadavg()[0]
-                pool, t_pool = timed(lambda f=f, x=x: numerical_gradient(f, x, h=1e-3, workers=2))
-                pool_stats = dict(_LAST)
-                dask_g, t_dask = timed(
-                    lambda f=f, x=x: numerical_gradient(f, x, h=1e-3, workers=client)
-                )
-                dask_stats = dict(_LAST)
-                same = serial is None or (
-                    np.array_equal(serial, pool) and np.array_equal(serial, dask_g)
-                )
-                same = same and np.array_equal(pool, dask_g)
-                rows.append(
-                    (
-                        ms,
-                        n,
-                        c,
-                        t_serial,
-                        measured,
-                        t_pool,
-                        t_dask,
-                        same,
-                        pool_stats,
-                        dask_stats,
-                        load,
-                    )
-                )
+    # Each executor alone on the machine: an idle LocalCluster beside xgrad's pool (or the
+    # pool's processes beside the cluster) slowed the other's evaluations 2.4-fold here.
+    numerical_gradient(Work(1), np.ones(4), h=1e-3, workers=2)  # pool started, xgrad imported
+    cells = []
+    for ms in costs:
+        for n in sizes:
+            x = np.linspace(0.1, 1.0, n)
+            f = calibrated(ms, x)
+            c = cost_of(f, x)
+            if n <= 64:
+                serial, t_serial = timed(lambda f=f, x=x: numerical_gradient(f, x, h=1e-3))
+                measured = True
+            else:
+                serial, t_serial, measured = None, 2 * n * c, False
+            if t_serial > args.budget:
+                cells.append((ms, n, c, t_serial, measured, None))
+                continue
+            load = os.getloadavg()[0]
+            pool, t_pool = timed(lambda f=f, x=x: numerical_gradient(f, x, h=1e-3, workers=2))
+            cells.append(
+                (ms, n, c, t_serial, measured, (f, x, serial, pool, t_pool, dict(_LAST), load))
+            )
+    pool_overhead = overhead(W._PoolRunner(2))
+    W.shutdown()
+    with W.local_cluster(2) as cluster, distributed.Client(cluster) as client:
+        numerical_gradient(Work(1), np.ones(4), h=1e-3, workers=client)  # warm the cluster
+        for ms, n, c, t_serial, measured, run in cells:
+            if run is None:
+                rows.append((ms, n, c, t_serial, measured, None, None, None, {}, {}, 0.0))
                 print(rows[-1], flush=True)
+                continue
+            f, x, serial, pool, t_pool, pool_stats, load = run
+            dask_g, t_dask = timed(
+                lambda f=f, x=x: numerical_gradient(f, x, h=1e-3, workers=client)
+            )
+            dask_stats = dict(_LAST)
+            same = serial is None or (
+                np.array_equal(serial, pool) and np.array_equal(serial, dask_g)
+            )
+            same = same and np.array_equal(pool, dask_g)
+            rows.append(
+                (ms, n, c, t_serial, measured, t_pool, t_dask, same, pool_stats, dask_stats, load)
+            )
+            print(rows[-1], flush=True)
         per_task = {
-            "xgrad pool (workers=2)": overhead(W._PoolRunner(2)),
+            "xgrad pool (workers=2)": pool_overhead,
             "Dask LocalCluster, 2 processes (Client)": overhead(W._ClientRunner(client)),
             "ThreadPoolExecutor(2) (same process)": None,
             "builtin map (same process)": overhead(W._MapRunner(map)),
@@ -235,10 +229,14 @@ def render(rows, per_task, ch4, args) -> str:
         f"`benchmarks/bench_workers.py{' --quick' if args.quick else ''} --budget "
         f"{args.budget:g}`, one run, xgrad "
         f"{xgrad.__version__}, NumPy {np.__version__}, Python {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs (a shared VM: other processes ran "
-        "meanwhile), BLAS on one thread. One gradient with `h=1e-3` (2n evaluations, one "
-        "round of tasks); f: sin/exp over 20,000 numbers, calibrated to the cost shown. "
-        "Efficiency = T_serial / (2 T_parallel); 2 workers on 2 cores.",
+        f"{platform.machine()}, {os.cpu_count()} CPUs, BLAS on one thread. One gradient "
+        "with `h=1e-3` (2n evaluations, one round of tasks); f: sin/exp over 20,000 numbers, "
+        "calibrated to the cost shown. Efficiency = T_serial / (2 T_parallel); 2 workers on "
+        "2 cores. Each executor runs alone: the serial and pool cells first, then the pool "
+        "shut down and the LocalCluster (`xgrad.workers.local_cluster`) started. Dask's "
+        "default `MALLOC_TRIM_THRESHOLD_=65536` in its workers (and in processes started "
+        "after it, such as a pool) made this f 2.5 times slower there; `local_cluster` "
+        "leaves it out.",
         "",
         "The *f ms on workers* columns are the workers' own seconds per evaluation: above "
         "the serial figure, the two workers did not have two free cores (load = the 1-min "

@@ -761,6 +761,24 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 # -- command line ----------------------------------------------------------------------------
 
 
+def local_cluster(n: int) -> Any:
+    """A ``distributed.LocalCluster`` of ``n`` single-threaded worker processes.
+
+    Without Dask's default ``MALLOC_TRIM_THRESHOLD_=65536`` in the workers' environment:
+    with it, every NumPy temporary above 64 KB is mapped and unmapped afresh, and an f of
+    ~100 KB temporaries ran 2.5 times slower on the workers than in this process
+    (`benchmarks/bench_workers.py`). The BLAS thread caps Dask sets are kept.
+    """
+    import dask
+    import distributed
+
+    environ = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        return distributed.LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
+        )
+
+
 @contextlib.contextmanager
 def cli_workers(count: int | None, scheduler: str | None) -> Iterator[Any]:
     """The ``workers=`` value of ``--workers N`` and ``--scheduler ADDRESS|local``.
@@ -784,9 +802,7 @@ def cli_workers(count: int | None, scheduler: str | None) -> Iterator[Any]:
     if scheduler == "local":
         n = count if count is not None else (os.cpu_count() or 1)
         resolve(n)
-        cluster = distributed.LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
-        )
+        cluster = local_cluster(n)
         client = distributed.Client(cluster)
     else:
         if count is not None:
