@@ -27,9 +27,7 @@ import importlib
 import importlib.util
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -37,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import revision, write_atomic
 
 import xgrad
 from xgrad.backends import BackendUnavailableError
@@ -391,32 +390,6 @@ def fast_vs_full(sizes: tuple[int, ...]) -> list[tuple[int, int, int, float, flo
     return out
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _commit() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "xgrad"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        return rev + (" with uncommitted changes in xgrad/" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default=",".join(ROWS), help="xgrad rows, comma-separated")
@@ -493,7 +466,7 @@ def report(
         headline(results),
         "<!-- --8<-- [end:headline] -->",
         "",
-        f"`benchmarks/bench_gradcheck.py`, one run ({elapsed:.0f} s), commit {_commit()},"
+        f"`benchmarks/bench_gradcheck.py`, one run ({elapsed:.0f} s), commit {revision()},"
         f" {', '.join(versions)}, Python {platform.python_version()},"
         f" {platform.machine()} with {os.cpu_count()} CPUs, OPENBLAS_NUM_THREADS="
         f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}. Regenerate with"
