@@ -413,9 +413,6 @@ def _classify(ops: Any, best: _Best, rnd: Any, jump: Any, diverging: Any) -> Any
     return ops.where(finite, status, float(code.NOT_FINITE))
 
 
-_CENTRAL_FACTORS = (1.0, 0.5, 0.25, 0.125, -1.0, -0.5, -0.25, -0.125)
-
-
 def first_stage(
     ops: Any, x: Any, eps: float, rtol: float, atol: float | None
 ) -> tuple[Any, Any, Any, Any]:
@@ -428,11 +425,10 @@ def first_stage(
     """
     wide = ops.maximum(ops.abs(x), 1.0)
     top = wide * _policy.top(eps)
-    h1, h3 = top * 0.5, top * 0.125
-    # x + top, x + top/2, ..., x - top/8: top * c is exact for these factors, and
-    # x + (-h) == x - h, so these are first_stage_float's points bit for bit.
-    pts = ops.central_points(x, top, _CENTRAL_FACTORS)
+    h1, h2, h3 = top * 0.5, top * 0.25, top * 0.125
+    pts = [x + top, x + h1, x + h2, x + h3, x - top, x - h1, x - h2, x - h3]
     fa0, fa1, fa2, fa3, fb0, fb1, fb2, fb3 = ops.evaluate(pts, True)
+    del h2
     # Should the search run, its wide tableau starts from these values.
     fa_fb = [(fa0, fb0), (fa1, fb1), (fa2, fb2), (fa3, fb3)]
     ops.preset = dict(enumerate(fa_fb))

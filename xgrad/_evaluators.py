@@ -52,10 +52,6 @@ class ScalarOps:
         self.preset: dict[int, Any] = {}
         self.preset_top: Any = None
 
-    def central_points(self, x: float, top: float, factors: Sequence[float]) -> list[float]:
-        """``x + top * c`` for each c in factors (`first_stage`'s stencil)."""
-        return [x + top * c for c in factors]
-
     def evaluate(self, points: Sequence[float], active: bool) -> list[float]:
         if not active:
             return [math.nan] * len(points)
@@ -262,29 +258,9 @@ class ElementwiseOps(_ArrayMath):
         super().__init__(xp, backend, x, tuple(x.shape))
         self.f = f
 
-    def central_points(self, x: Any, top: Any, factors: Sequence[float]) -> list[Any]:
-        """``x + top * c`` for each c in factors, as rows of one stacked array.
-
-        One broadcast product and sum instead of a sum per point and a copy into a stack:
-        the same values (``top * c`` is exact for the power-of-two factors), and the
-        stacked call of `evaluate` takes the rows' base without copying again.
-        """
-        xp = self.xp
-        if math.prod(x.shape) > _STACK_LIMIT:
-            return [x + top * c for c in factors]
-        shape = (len(factors),) + (1,) * len(x.shape)
-        c = xp.reshape(xp.asarray(list(factors), dtype=x.dtype, device=self.device), shape)
-        stacked = xp.expand_dims(x, axis=0) + xp.expand_dims(top, axis=0) * c
-        self._stacked_points = stacked
-        return [stacked[k, ...] for k in range(len(factors))]
-
     def evaluate(self, points: Sequence[Any], active: Any) -> list[Any]:
         xp = self.xp
         with quiet():
-            stacked = self.__dict__.pop("_stacked_points", None)
-            if stacked is not None and len(points) == stacked.shape[0]:
-                out = self._check(self.f(stacked), stacked)
-                return [out[k, ...] for k in range(len(points))]
             if math.prod(points[0].shape) > _STACK_LIMIT or len(points) == 1:
                 return [self._check(self.f(p), p) for p in points]
             stacked = xp.stack(list(points))
