@@ -9,6 +9,7 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -586,3 +587,48 @@ def test_the_backend_contract_is_required_and_explicit() -> None:
     entries = _registry.registered_backends()
     assert entries["numpy"].vjp is None and entries["numpy"].jit is None
     assert entries["torch"].vjp is not None and entries["jax"].enable_float64 is not None
+
+
+def test_jax_matmul_precision_is_scoped_to_xgrad_products() -> None:
+    # xgrad's own products ask JAX for full precision (reduced, TF32-like, by default on
+    # NVIDIA GPUs); the user's own JAX code and the process-wide setting are left alone.
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    from xgrad.layers import Affine
+
+    xgrad.get_backend("jax")
+    assert jax.config.jax_default_matmul_precision is None
+    W, b, x = jnp.ones((3, 2), jnp.float32), jnp.zeros(2, jnp.float32), jnp.ones((4, 3))
+
+    def dots(f: Any) -> list[str]:
+        text = jax.jit(f).lower(x).as_text()
+        return [line for line in text.splitlines() if "dot_general" in line]
+
+    (ours,) = dots(lambda v: Affine(W, b).forward(v))
+    assert "precision = [HIGHEST, HIGHEST]" in ours
+    (theirs,) = dots(lambda v: v @ W)
+    assert "HIGHEST" not in theirs
+    with jax.default_matmul_precision("bfloat16"):  # a precision the user chose wins
+        (chosen,) = dots(lambda v: Affine(W, b).forward(v) + 1.0)
+    assert "HIGHEST" not in chosen
+    np.testing.assert_array_equal(np.asarray(Affine(W, b).forward(x)), np.full((4, 2), 3.0))
+
+
+def test_backend_base_is_a_leaf_of_the_registry() -> None:
+    # _base defines what a backend is; the registry, which imports it, hands in its
+    # lookup of foreign arrays' owners instead of being imported back (no cycle).
+    import ast
+
+    source = Path(xgrad.backends._base.__file__).read_text()
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert not {m for m in imported if m.startswith("xgrad.backends")}
+    torch = pytest.importorskip("torch")
+    # A torch array reaches NumPy through torch's own host copy, as before.
+    out = xgrad.get_backend("numpy").asarray(torch.arange(3, dtype=torch.float64))
+    assert type(out) is np.ndarray
+    np.testing.assert_array_equal(out, [0.0, 1.0, 2.0])

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
-from types import FrameType
 from typing import Any
 
 import numpy as np
 
 from xgrad._policy import DiffStatus
+from xgrad._warnings import user_stacklevel, warn
 from xgrad.errors import AccuracyError, AccuracyWarning, NonFiniteError
 
 __all__ = ["flag", "user_stacklevel", "warn"]
-
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 _HINTS = {
     DiffStatus.TOLERANCE_NOT_MET: (
@@ -36,21 +31,6 @@ _NAMES = {
     DiffStatus.NOISY: "noisy",
     DiffStatus.NOT_FINITE: "not finite",
 }
-
-
-def user_stacklevel() -> int:
-    """The ``stacklevel`` that points ``warnings.warn`` at the first frame outside xgrad."""
-    level = 1
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
-        frame = frame.f_back
-        level += 1
-    return level
-
-
-def warn(message: str, category: type[Warning]) -> None:
-    """``warnings.warn`` attributed to the caller's line, not to xgrad's."""
-    warnings.warn(message, category, stacklevel=user_stacklevel())
 
 
 def _where(name: str, index: tuple[int, ...]) -> str:

@@ -54,6 +54,7 @@ import math
 from typing import Any
 
 from xgrad import _compat
+from xgrad.backends._registry import matmul
 from xgrad.functions import _sigmoid, _softmax_cross_entropy
 
 __all__ = ["series_order", "series_plan", "structured_gradient"]
@@ -128,9 +129,9 @@ def structured_gradient(
     dtype_name = "float64" if x.dtype == xp.float64 else "float32"
     dev = _compat.device(x)
 
-    a1 = x @ W1 + b1
+    a1 = matmul(x, W1) + b1
     z1 = _sigmoid(xp, a1) if activation == "sigmoid" else xp.where(a1 <= 0, 0.0, a1)
-    a2 = z1 @ W2 + b2
+    a2 = matmul(z1, W2) + b2
     _, y = _softmax_cross_entropy(xp, a2, target)
     row_sum = xp.sum(target, axis=1)  # 1 for labels and one-hot rows
 
@@ -162,8 +163,8 @@ def structured_gradient(
     # Taylor coefficients of F (orders 1..K): r * cumulants / k! of W2[j, :] under y[n, :],
     # from moments about the mean (no cancellation of raw moments).
     r_col = xp.expand_dims(row_sum, axis=1)
-    mean_w = y @ W2.T  # (N, H)
-    f_coef = [(r_col * y - target) @ W2.T]  # F_1 = r * mean - t @ W2.T
+    mean_w = matmul(y, W2.T)  # (N, H)
+    f_coef = [matmul(r_col * y - target, W2.T)]  # F_1 = r * mean - t @ W2.T
     if order >= 2:
         centred = xp.expand_dims(W2, axis=0) - xp.expand_dims(mean_w, axis=2)  # (N, H, C)
         y_b = xp.expand_dims(y, axis=1)  # (N, 1, C)
@@ -238,12 +239,12 @@ def _series_quotient(
     power = hat
     h_poly = xp.ones_like(e_up)
     e_down_k = xp.ones_like(e_up)
-    total = (hat.T @ coefs[0]) * h_poly
+    total = matmul(hat.T, coefs[0]) * h_poly
     for k in range(2, len(coefs) + 1):
         power = power * hat
         e_down_k = e_down_k * e_down
         h_poly = h_poly * e_up + e_down_k
-        total = total + (power.T @ coefs[k - 1]) * h_poly
+        total = total + matmul(power.T, coefs[k - 1]) * h_poly
     return total * (scale / n)
 
 
@@ -323,7 +324,7 @@ def _kink_pairs(
             change = change * dz + xp.take(f, f_p)
         change = change * dz
         one_hot = xp.astype(xp.expand_dims(u_p, axis=1) == columns, a1.dtype)  # (P, H)
-        result = result + (change[0, ...] - change[1, ...]) @ one_hot
+        result = result + matmul(change[0, ...] - change[1, ...], one_hot)
     return result / (up - down) / n
 
 

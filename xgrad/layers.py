@@ -11,7 +11,7 @@ from typing import Any
 
 from xgrad import _compat
 from xgrad.backends import Backend
-from xgrad.backends._registry import backend_of
+from xgrad.backends._registry import backend_of, matmul
 from xgrad.errors import ArgumentError
 from xgrad.functions import _one_hot, _sigmoid, _softmax_cross_entropy, _targets
 
@@ -118,17 +118,17 @@ class Affine:
                 f" {tuple(self.W.shape)}, found input of shape {self.original_x_shape}"
             )
         self.x = x
-        return x @ self.W + self.b
+        return matmul(x, self.W) + self.b
 
     def backward(self, dout: Any) -> Any:
         if self.x is None:
             raise RuntimeError("Affine.backward called before forward")
         xp = _namespace(dout, "dout")
-        self.dW = self.x.T @ dout
+        self.dW = matmul(self.x.T, dout)
         self.db = xp.sum(dout, axis=0)
         if not self.input_grad:
             return None
-        dx = dout @ self.W.T
+        dx = matmul(dout, self.W.T)
         return xp.reshape(dx, self.original_x_shape)
 
 

@@ -27,6 +27,7 @@ from xgrad._arrays import as_float_array
 from xgrad._netgrad import structured_gradient as _structured_gradient
 from xgrad.backends import Backend, get_backend
 from xgrad.backends._base import DtypeLike
+from xgrad.backends._registry import matmul
 from xgrad.errors import ArgumentError, ArgumentTypeError
 from xgrad.functions import _one_hot, _shape, _sigmoid, _softmax_cross_entropy, _targets
 from xgrad.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
@@ -117,7 +118,7 @@ class SimpleNet:
         x, _ = as_float_array(x, backend=self.backend, dtype=self.W.dtype, name="x")
         if x.ndim not in (1, 2) or x.shape[-1] != 2:
             raise ArgumentError(f"x: expected shape (2,) or (N, 2), found {_shape(x)}")
-        return x @ self.W
+        return matmul(x, self.W)
 
     def loss(self, x: Any, t: Any) -> Any:
         """Cross entropy of ``softmax(x @ W)`` against ``t`` (labels or one-hot), exact.
@@ -650,9 +651,9 @@ def _loss_differences(
     n_in, n_hidden = int(W1.shape[0]), int(W1.shape[1])
     dev = _compat.device(x)
 
-    a1 = x @ W1 + b1
+    a1 = matmul(x, W1) + b1
     z1 = _activation(xp, a1, activation)
-    a2 = z1 @ W2 + b2
+    a2 = matmul(z1, W2) + b2
     _, y = _softmax_cross_entropy(xp, a2, target)
     row_sum = xp.sum(target, axis=1)  # 1 for labels and one-hot rows
     y_t, target_t = y.T, target.T  # (C, N)
@@ -687,7 +688,7 @@ def _loss_differences(
     w_aug = xp.concat([W1, xp.expand_dims(b1, axis=0)], axis=0)  # (D + 1, H)
     up, down = _steps(w_aug, h)
     steps = xp.stack([up, down])  # (2, D + 1, H)
-    target_w2 = target @ W2.T  # (N, H): sum_c t_c W2[j, c]
+    target_w2 = matmul(target, W2.T)  # (N, H): sum_c t_c W2[j, c]
     y_b = xp.expand_dims(y, axis=1)  # (N, 1, C)
     n_rows = n_in + 1
     if chunk_size >= n_rows:

@@ -257,16 +257,27 @@ def _is_native_dtype(xp: ModuleType, dtype: Any) -> bool:
     return not isinstance(dtype, str | np.dtype | type)
 
 
+def _no_foreign_owner(obj: Any) -> Backend | None:
+    return None
+
+
+# Who owns an array of another library: the registry knows every library and imports this
+# module, so it hands its lookup in (`set_owner_lookup`) instead of being imported here:
+# this module stays a leaf.
+_owner_of: Callable[[Any], Backend | None] = _no_foreign_owner
+
+
+def set_owner_lookup(lookup: Callable[[Any], Backend | None]) -> None:
+    """Install ``lookup(obj) -> Backend | None``, used to copy foreign arrays to the host."""
+    global _owner_of
+    _owner_of = lookup
+
+
 def _to_host(obj: Any) -> np.ndarray:
     """Host copy of a Python object or of a foreign array, without implicit GPU transfers."""
-    if isinstance(obj, np.ndarray | np.generic):
+    if isinstance(obj, np.ndarray | np.generic | float | int | complex | bool | list | tuple):
         return np.asarray(obj)
-    # Import here: the registry is only needed for foreign arrays.
-    from xgrad.backends._registry import backend_of
-
-    if isinstance(obj, float | int | complex | bool | list | tuple):
-        return np.asarray(obj)
-    owner = backend_of(obj, strict=False)
+    owner = _owner_of(obj)
     if owner is not None:
         return owner.to_numpy(obj)
     return np.asarray(obj)

@@ -12,17 +12,21 @@ import importlib
 import importlib.util
 import os
 import re
-import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any, Literal, overload
 
 import numpy as np
 
-from xgrad.backends._base import Backend, BackendUnavailableError, BackendWarning
+from xgrad._warnings import user_stacklevel
+from xgrad.backends._base import (
+    Backend,
+    BackendUnavailableError,
+    BackendWarning,
+    set_owner_lookup,
+)
 from xgrad.errors import ArgumentError, ArgumentTypeError
 
 __all__ = [
@@ -60,7 +64,9 @@ class BackendEntry:
     Optional capabilities, None where the library has none: ``vjp(f, primals, cotangent)
     -> (f(*primals), cotangent^T J)``, the library's own reverse-mode gradient (what
     `xgrad.gradcheck` checks against); ``jit(f)``, its compiler; ``enable_float64()``, for
-    a library that computes in float32 unless told (the test matrix runs in float64).
+    a library that computes in float32 unless told (the test matrix runs in float64);
+    ``matmul(a, b)``, for a library whose ``a @ b`` is not computed at the dtype's full
+    precision by default (JAX on GPUs): xgrad's own matrix products call it.
     """
 
     name: str
@@ -76,6 +82,7 @@ class BackendEntry:
     vjp: Callable[..., tuple[Any, tuple[Any, ...]]] | None = None
     jit: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None
     enable_float64: Callable[[], None] | None = None
+    matmul: Callable[[Any, Any], Any] | None = None
 
     def accepts_device(self, device: str) -> bool:
         """Whether ``device`` has one of the ``device_forms`` (always, if there are none)."""
@@ -385,18 +392,8 @@ def _warn_if_env_is_garbage(found: str) -> None:
             f"{result}; ignored here because the arrays passed decide the backend"
             f" ({found}), but calls without arrays will fail",
             BackendWarning,
-            stacklevel=_outside_xgrad(),
+            stacklevel=user_stacklevel(),
         )
-
-
-def _outside_xgrad() -> int:
-    """``stacklevel`` of the first frame outside the xgrad package (the user's call)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame: FrameType | None = sys._getframe(1)
-    level = 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 _env_warned: set[str] = set()
@@ -431,15 +428,8 @@ def use_backend(name: str | Backend, device: str | None = None) -> Iterator[Back
             _default.pop()
 
 
-@overload
-def backend_of(x: Any, *, strict: Literal[True] = ...) -> Backend: ...
-@overload
-def backend_of(x: Any, *, strict: bool) -> Backend | None: ...
-def backend_of(x: Any, *, strict: bool = True) -> Backend | None:
-    """The backend (library and device) an array belongs to.
-
-    Returns None for non-arrays when ``strict`` is False; raises ``TypeError`` otherwise.
-    """
+def _owner_name(x: Any) -> str:
+    """The name of the backend whose library made ``x`` ("" for non-arrays)."""
     # Called on every public function's inputs: ownership is cached per type.
     t = type(x)
     name = _type_owner.get(t)
@@ -452,6 +442,32 @@ def backend_of(x: Any, *, strict: bool = True) -> Backend | None:
         _type_owner[t] = name
         if name:
             _warn_if_env_is_garbage(name)
+    return name
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """``a @ b`` at the full precision of the arrays' dtype, on every backend.
+
+    xgrad's own matrix products (the nets' layers and losses) go through here, so that a
+    library whose default is a faster, reduced precision (JAX's float32 on NVIDIA GPUs,
+    TF32-like) is asked for full precision for them only, not for the user's code.
+    """
+    name = _owner_name(a)
+    special = _entries[name].matmul if name else None
+    return a @ b if special is None else special(a, b)
+
+
+@overload
+def backend_of(x: Any, *, strict: Literal[True] = ...) -> Backend: ...
+@overload
+def backend_of(x: Any, *, strict: bool) -> Backend | None: ...
+def backend_of(x: Any, *, strict: bool = True) -> Backend | None:
+    """The backend (library and device) an array belongs to.
+
+    Returns None for non-arrays when ``strict`` is False; raises ``TypeError`` otherwise.
+    """
+    t = type(x)
+    name = _owner_name(x)
     if not name:
         if strict:
             raise ArgumentTypeError(
@@ -462,6 +478,14 @@ def backend_of(x: Any, *, strict: bool = True) -> Backend | None:
     label = device_of(x) if device_of is not None else None
     backend = _cache.get((name, label))
     return backend if backend is not None else get_backend(name, label)
+
+
+def _foreign_owner(obj: Any) -> Backend | None:
+    return backend_of(obj, strict=False)
+
+
+# Backend.asarray copies arrays of other libraries through their owner's to_numpy.
+set_owner_lookup(_foreign_owner)
 
 
 def resolve_backend(backend: str | Backend | None, *arrays: Any) -> Backend:

@@ -73,11 +73,6 @@ def create(device: str | None) -> Backend:
     import numpy as np
 
     dev = _find_device(device)
-    if dev.platform != "cpu" and jax.config.jax_default_matmul_precision is None:  # type: ignore[attr-defined]
-        # On NVIDIA GPUs JAX multiplies float32 matrices in reduced precision by default
-        # (TF32-like): gradient checks then fail at 4.5e-4 and float32 runs drift 2.6e-2
-        # from NumPy after two SGD steps. A precision the user chose is left alone.
-        jax.config.update("jax_default_matmul_precision", "highest")
 
     def float64_error() -> str | None:
         # Read at each use: users may enable x64 after the backend was created.
@@ -121,6 +116,21 @@ def vjp(f: Any, primals: tuple[Any, ...], cotangent: Any) -> tuple[Any, tuple[An
     return value, tuple(pullback(cotangent))
 
 
+def matmul(a: Any, b: Any) -> Any:
+    """``a @ b`` at full precision unless the user chose one (``jax_default_matmul_precision``).
+
+    On NVIDIA GPUs JAX multiplies float32 matrices in reduced precision by default
+    (TF32-like): gradient checks then fail at 4.5e-4 and float32 runs drift 2.6e-2 from
+    NumPy after two SGD steps. Asked per product, not process-wide, so that the user's own
+    JAX code keeps JAX's default.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    chosen = jax.config.jax_default_matmul_precision  # type: ignore[attr-defined]
+    return jnp.matmul(a, b, precision="highest" if chosen is None else None)
+
+
 def jit(f: Any) -> Any:
     import jax
 
@@ -140,4 +150,5 @@ ENTRY = BackendEntry(
     vjp=vjp,
     jit=jit,
     enable_float64=enable_float64,
+    matmul=matmul,
 )
