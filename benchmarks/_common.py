@@ -20,7 +20,7 @@ import numpy as np
 
 import xgrad
 
-__all__ = ["best_time", "environment", "markdown_table", "revision", "write_atomic"]
+__all__ = ["best_time", "environment", "markdown_table", "mnist_like", "revision", "write_atomic"]
 
 
 def revision() -> str:
@@ -71,6 +71,18 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list
         "|" + "|".join("---" for _ in header) + "|",
         *("| " + " | ".join(r) + " |" for r in rows),
     ]
+
+
+def mnist_like(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` synthetic images of MNIST's shape and their labels.
+
+    Float32 "images" in [0, 1] with ~20% non-zero pixels, labels from a random linear
+    teacher: the same data for every backend and every run with the same ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    x = (rng.random((n, 784)) * (rng.random((n, 784)) < 0.2)).astype(np.float32)
+    teacher = rng.standard_normal((784, 10))
+    return x, np.argmax(x @ teacher, axis=1)
 
 
 def write_atomic(path: Path, text: str) -> None:

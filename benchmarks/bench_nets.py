@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import markdown_table, revision, write_atomic
+from _common import markdown_table, mnist_like, revision, write_atomic
 
 import xgrad
 from xgrad import _netgrad
@@ -62,13 +62,6 @@ CH4_ITERS, CH4_EVALS, CH4_EVAL_IMAGES = 10_000, 17, 70_000
 
 
 # -- data -----------------------------------------------------------------------------------
-def mnist_like(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = (rng.random((n, 784)) * (rng.random((n, 784)) < 0.2)).astype(np.float32)
-    teacher = rng.standard_normal((784, 10))
-    return x, np.argmax(x @ teacher, axis=1)
-
-
 def fashion_batch(n: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
     """A random batch of Fashion-MNIST training images (float32 in [0, 1]), if installed."""
     try:
