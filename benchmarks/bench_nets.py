@@ -579,7 +579,29 @@ def _duration(t: float) -> str:
 def report_numerical(
     num: list[dict], rates: dict[str, dict[str, float]], ch4: dict, missing: list[str]
 ) -> list[str]:
-    lines = [
+    """Section (a): the variants' table, the exact-difference check, where the time goes,
+    the goal and the chapter 4 projection."""
+    lines = _numerical_intro(rates) + _variants_table(num, rates)
+    if missing:
+        lines += ["", "Not measured: " + "; ".join(missing) + "."]
+    lines += _exact_note(num) + _time_split(num, rates) + _goal_line(num)
+    lines += [
+        "",
+        "K is chosen per call from a lower bound on the series' radius of convergence"
+        " (pi / range(W2[j, :]) for the log-sum-exp; the sigmoid's poles at +-i pi) so that"
+        " the truncation lies ~1e-19 (float64) / 1e-10 (float32) below the terms kept;"
+        " beyond delta_max / R = 1/16 (e.g. 0-255 pixels with h >= 0.01) the exact engine"
+        " runs instead. The values are asserted against the longdouble loop and the"
+        " previous engine to <= 1e-12 on every backend row (`tests/test_netgrad.py`).",
+        "",
+    ]
+    lines += _ch4_projection(ch4)
+    lines.append("")
+    return lines
+
+
+def _numerical_intro(rates: dict[str, dict[str, float]]) -> list[str]:
+    return [
         "## (a) One full numerical gradient: the book's loop, the previous engine, the"
         " structured gradient",
         "",
@@ -612,6 +634,9 @@ def report_numerical(
         " the four parameters, against the variant named.",
         "",
     ]
+
+
+def _variants_table(num: list[dict], rates: dict[str, dict[str, float]]) -> list[str]:
     rows = []
     for r in num:
         loop_note = (
@@ -648,7 +673,7 @@ def report_numerical(
                     agree,
                 ]
             )
-    lines += markdown_table(
+    return markdown_table(
         [
             "data",
             "dtype",
@@ -663,27 +688,32 @@ def report_numerical(
         ],
         rows,
     )
-    if missing:
-        lines += ["", "Not measured: " + "; ".join(missing) + "."]
+
+
+def _exact_note(num: list[dict]) -> list[str]:
     exact_rows = [r for r in num if r["exact"]]
-    if exact_rows:
-        lines += [
-            "",
-            "Against the exact central difference (the loss in np.longdouble, eps"
-            f" {float(np.finfo(np.longdouble).eps):.1e}, same h) on a few W1/b1 elements,"
-            " float64, max absolute error: "
-            + "; ".join(
-                f"{r['data']} {r['activation']} ({r['exact']['n']} elements): structured"
-                f" {r['exact']['structured']:.1e}, previous {r['exact']['previous']:.1e},"
-                f" loop {r['exact']['loop']:.1e}"
-                for r in exact_rows
-            )
-            + ". The loop subtracts two losses of ~2.3 (ulp 4.4e-16), so it carries an"
-            " absolute noise of ~ulp/(2h) ~ 1e-12 (in float32 with h = 1e-3, ~1e-4): that"
-            " is its whole disagreement with the other two, which agree with each other"
-            " to rounding.",
-        ]
-    lines += [
+    if not exact_rows:
+        return []
+    return [
+        "",
+        "Against the exact central difference (the loss in np.longdouble, eps"
+        f" {float(np.finfo(np.longdouble).eps):.1e}, same h) on a few W1/b1 elements,"
+        " float64, max absolute error: "
+        + "; ".join(
+            f"{r['data']} {r['activation']} ({r['exact']['n']} elements): structured"
+            f" {r['exact']['structured']:.1e}, previous {r['exact']['previous']:.1e},"
+            f" loop {r['exact']['loop']:.1e}"
+            for r in exact_rows
+        )
+        + ". The loop subtracts two losses of ~2.3 (ulp 4.4e-16), so it carries an"
+        " absolute noise of ~ulp/(2h) ~ 1e-12 (in float32 with h = 1e-3, ~1e-4): that"
+        " is its whole disagreement with the other two, which agree with each other"
+        " to rounding.",
+    ]
+
+
+def _time_split(num: list[dict], rates: dict[str, dict[str, float]]) -> list[str]:
+    lines = [
         "",
         "### Where the time goes",
         "",
@@ -740,30 +770,26 @@ def report_numerical(
         ],
         rows,
     )
+    return lines
+
+
+def _goal_line(num: list[dict]) -> list[str]:
     goal = [r for r in num if r["dtype"] == "float64"]
-    if goal:
-        lines += [
-            "",
-            "Goal (issue 15): CPU, float64, batch 100, structured >= 100x the book's loop in"
-            " the same run: "
-            + ", ".join(
-                f"{r['data']} {r['activation']} {r['t_loop_all'] / r['t_new']:,.0f}x" for r in goal
-            )
-            + (
-                " - met."
-                if all(r["t_loop_all"] / r["t_new"] >= 100 for r in goal)
-                else " - MISSED."
-            ),
-        ]
-    lines += [
+    if not goal:
+        return []
+    return [
         "",
-        "K is chosen per call from a lower bound on the series' radius of convergence"
-        " (pi / range(W2[j, :]) for the log-sum-exp; the sigmoid's poles at +-i pi) so that"
-        " the truncation lies ~1e-19 (float64) / 1e-10 (float32) below the terms kept;"
-        " beyond delta_max / R = 1/16 (e.g. 0-255 pixels with h >= 0.01) the exact engine"
-        " runs instead. The values are asserted against the longdouble loop and the"
-        " previous engine to <= 1e-12 on every backend row (`tests/test_netgrad.py`).",
-        "",
+        "Goal (issue 15): CPU, float64, batch 100, structured >= 100x the book's loop in"
+        " the same run: "
+        + ", ".join(
+            f"{r['data']} {r['activation']} {r['t_loop_all'] / r['t_new']:,.0f}x" for r in goal
+        )
+        + (" - met." if all(r["t_loop_all"] / r["t_new"] >= 100 for r in goal) else " - MISSED."),
+    ]
+
+
+def _ch4_projection(ch4: dict) -> list[str]:
+    lines = [
         "### The book's chapter 4 experiment, projected (not run)",
         "",
         f"{CH4_ITERS:,} iterations of sigmoid 784-50-10, batch {BATCH}, lr 0.1, on one core:"
@@ -788,7 +814,6 @@ def report_numerical(
         ["data", "dtype", "variant", "per gradient", f"{CH4_ITERS:,} iterations, projected"],
         rows,
     )
-    lines.append("")
     return lines
 
 
