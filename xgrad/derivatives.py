@@ -140,78 +140,159 @@ def jacobian(
            [3., 4.],
            [5., 6.]])
     """
-    from xgrad.numdiff import DiffResult, _float_input
-
-    _check_callable(f)
-    _policy.check_method(method, _JACOBIAN_METHODS)
-    h = _policy.check_step(h)
-    _policy.check_on_failure(on_failure)
-    _check_positive("chunk_size", chunk_size)
-    _check_positive("batch_size", batch_size)
-    xa, b = _float_input(x, backend, dtype)
-    xp = b.xp
-    runner = _resolve_workers(workers, b)
+    h, xa, b, runner = _checked_input(
+        f, x, h, on_failure, chunk_size, batch_size, backend, dtype, workers, method
+    )
     r, a = _policy.check_tolerances(rtol, atol, b.dtype_name(xa.dtype))
-    shape = tuple(xa.shape)
-    n = math.prod(shape)
-    eps, tiny = _policy.finfo(xp, xa.dtype)
     f0 = f(xa)
     f0 = f0 if b.owns(f0) else b.asarray(f0)
-    out_shape = tuple(f0.shape)
-    m = math.prod(out_shape)
-    flat = xp.reshape(xa, (-1,))
-    if a is None:
-        scale = float(xp.max(xp.abs(f0))) if m else 0.0
-        reach = max(float(xp.max(xp.abs(flat))) if n else 0.0, 1.0)
-        a = r * scale / reach if math.isfinite(scale) else 0.0
+    run = _JacobianRun(f, b, xa, f0, h, method, r, a, batch_size)
     if chunk_size is not None:
         chunk = chunk_size
     elif batch_size is not None:
         chunk = batch_size
     else:
         limit = _SEARCH_ENTRIES if h is None and method != "complex" else 2**20
-        chunk = max(1, limit // max(m, n, 1))
-    f0_flat = xp.reshape(
-        xp.astype(f0, xa.dtype) if xp.isdtype(f0.dtype, "real floating") else f0, (1, m)
-    )
-    results: list[tuple[int, int, _engine.Outcome]] = []
-    dispatch = None
+        chunk = max(1, limit // max(run.m, run.n, 1))
     if runner is not None:
-        from xgrad import workers as _workers
+        run.dispatch = _jacobian_dispatch(runner, f, b, xa, x, method, batch_size, run.out_shape)
+    try:
+        for start in range(0, run.n, chunk):
+            stop = min(run.n, start + chunk)
+            run.results.append((start, stop, run.columns(start, stop)))
+    finally:
+        if run.dispatch is not None:
+            run.dispatch.close()
+    return _jacobian_answer(run, full_output, on_failure)
 
-        base = xa
-        if method == "complex":
-            base = xp.astype(xa, _policy.complex_dtype(xp, xa.dtype))
-        dispatch = _workers.dispatch(
-            runner,
-            f=f,
-            call=f,
-            backend=b,
-            arr=base,
-            target=x,
-            name="x",
-            batch_size=batch_size,
-            out_shape=out_shape,
+
+def _checked_input(
+    f: Any,
+    x: Any,
+    h: Any,
+    on_failure: Any,
+    chunk_size: Any,
+    batch_size: Any,
+    backend: Any,
+    dtype: Any,
+    workers: Any,
+    method: Any = None,
+) -> tuple[float | None, Any, Backend, Any]:
+    """The arguments jacobian and hessian share, checked before f is called.
+
+    Returns the step (None: the search), x as a float array, its backend, and the
+    runner of ``workers=`` (None: serial). ``method`` is checked where given (jacobian).
+    """
+    from xgrad.numdiff import _float_input
+
+    _check_callable(f)
+    if method is not None:
+        _policy.check_method(method, _JACOBIAN_METHODS)
+    step = _policy.check_step(h)
+    _policy.check_on_failure(on_failure)
+    _check_positive("chunk_size", chunk_size)
+    _check_positive("batch_size", batch_size)
+    xa, b = _float_input(x, backend, dtype)
+    return step, xa, b, _resolve_workers(workers, b)
+
+
+def _jacobian_dispatch(
+    runner: Any,
+    f: Callable[[Any], Any],
+    b: Backend,
+    xa: Any,
+    x: Any,
+    method: str,
+    batch_size: int | None,
+    out_shape: tuple[int, ...],
+) -> Any:
+    """The `xgrad.workers.Dispatch` that evaluates the columns' perturbed copies."""
+    from xgrad import workers as _workers
+
+    xp = b.xp
+    base = xa
+    if method == "complex":
+        base = xp.astype(xa, _policy.complex_dtype(xp, xa.dtype))
+    return _workers.dispatch(
+        runner,
+        f=f,
+        call=f,
+        backend=b,
+        arr=base,
+        target=x,
+        name="x",
+        batch_size=batch_size,
+        out_shape=out_shape,
+    )
+
+
+class _JacobianRun:
+    """One jacobian call: what every column block needs, and the blocks computed so far."""
+
+    def __init__(
+        self,
+        f: Callable[[Any], Any],
+        b: Backend,
+        xa: Any,
+        f0: Any,
+        h: float | None,
+        method: str,
+        rtol: float,
+        atol: float | None,
+        batch_size: int | None,
+    ) -> None:
+        xp = b.xp
+        self.f, self.b, self.xa, self.h, self.method = f, b, xa, h, method
+        self.batch_size = batch_size
+        self.shape = tuple(xa.shape)
+        self.n = math.prod(self.shape)
+        self.out_shape = tuple(f0.shape)
+        self.m = math.prod(self.out_shape)
+        self.eps, self.tiny = _policy.finfo(xp, xa.dtype)
+        self.flat = xp.reshape(xa, (-1,))
+        self.rtol = rtol
+        self.atol = atol if atol is not None else self._default_atol(f0)
+        self.f0_flat = xp.reshape(
+            xp.astype(f0, xa.dtype) if xp.isdtype(f0.dtype, "real floating") else f0,
+            (1, self.m),
         )
+        # A `xgrad.workers.Dispatch`: the perturbed copies are evaluated on workers.
+        self.dispatch: Any = None
+        self.results: list[tuple[int, int, _engine.Outcome]] = []
 
-    def columns(start: int, stop: int) -> _engine.Outcome:
-        sub = _Columns(f, b, xa, start, stop, out_shape, batch_size, dispatch)
-        if method == "complex":
-            return _complex_columns(sub, flat[start:stop], h, eps)
-        if h is not None:
-            return _explicit_columns(sub, flat[start:stop], h, method, eps)
-        ops = sub.ops()
-        part = flat[start:stop]
+    def _default_atol(self, f0: Any) -> float:
+        """``rtol * max|f(x)| / max(max|x|, 1)``: the scale of f's rate of change."""
+        xp = self.b.xp
+        scale = float(xp.max(xp.abs(f0))) if self.m else 0.0
+        reach = max(float(xp.max(xp.abs(self.flat))) if self.n else 0.0, 1.0)
+        return self.rtol * scale / reach if math.isfinite(scale) else 0.0
 
-        entries = (stop - start, m) if out_shape else (stop - start,)
+    def columns(self, start: int, stop: int) -> _engine.Outcome:
+        """The outcome of columns ``start:stop``, entries shaped (columns, outputs)."""
+        sub = _Columns(
+            self.f, self.b, self.xa, start, stop, self.out_shape, self.batch_size, self.dispatch
+        )
+        part = self.flat[start:stop]
+        if self.method == "complex":
+            return _complex_columns(sub, part, self.h, self.eps)
+        if self.h is not None:
+            return _explicit_columns(sub, part, self.h, self.method, self.eps)
+        return self._searched(sub, part, start, stop)
+
+    def _searched(self, sub: _Columns, part: Any, start: int, stop: int) -> _engine.Outcome:
+        """The error-controlled search over a block of columns."""
+        xp, xa, m = self.b.xp, self.xa, self.m
+        entries = (stop - start, m) if self.out_shape else (stop - start,)
 
         def center() -> Any:
             zeros = xp.zeros((stop - start, m), dtype=xa.dtype, device=xa.device)
-            return xp.reshape(zeros + f0_flat, entries)
+            return xp.reshape(zeros + self.f0_flat, entries)
 
         with quiet():
-            found = _engine.search(ops, part, method, eps, tiny, r, a, f0=center)
-        if not out_shape:
+            found = _engine.search(
+                sub.ops(), part, self.method, self.eps, self.tiny, self.rtol, self.atol, f0=center
+            )
+        if not self.out_shape:
             for name in ("df", "error", "status", "step"):
                 value = getattr(found, name)
                 value = value + xp.zeros(entries, dtype=xa.dtype, device=xa.device)
@@ -220,61 +301,69 @@ def jacobian(
             found.step = found.step[:, None] + xp.zeros((1, m), dtype=xa.dtype, device=xa.device)
         return found
 
-    try:
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            results.append((start, stop, columns(start, stop)))
-    finally:
-        if dispatch is not None:
-            dispatch.close()
-
-    def field(name: str) -> Any:
+    def field(self, name: str) -> Any:
+        """One field of the blocks' outcomes as a whole array of shape ``f(x).shape + x.shape``."""
+        xp, xa = self.b.xp, self.xa
         blocks = (
             (s, e, xp.permute_dims(xp.astype(getattr(o, name), xa.dtype), (1, 0)))
-            for s, e, o in results
+            for s, e, o in self.results
         )
         return xp.reshape(
-            _columns_matrix(b, m, n, xa.dtype, xa.device, blocks), (*out_shape, *shape)
+            _columns_matrix(self.b, self.m, self.n, xa.dtype, xa.device, blocks),
+            (*self.out_shape, *self.shape),
         )
 
-    jac = field("df")
-    if h is not None and not full_output:
-        bad = xp.logical_not(xp.isfinite(jac))
-        if bool(xp.any(bad)):
-            from xgrad.errors import NonFiniteError
 
-            index = tuple(int(i) for i in np.argwhere(b.to_numpy(bad))[0])
-            xi = index[len(out_shape) :]
-            value = float(b.to_numpy(xa)[xi])
-            where = ", ".join(map(str, xi))
-            raise NonFiniteError(
-                f"f: not finite near x[{where}] = {value!r} (Jacobian entry {list(index)}); "
-                "try method='forward' or 'backward' at a domain edge",
-                index=xi,
-                value=value,
-            )
+def _jacobian_answer(run: _JacobianRun, full_output: bool, on_failure: str) -> Any:
+    """The caller's answer: J (after the non-finite check or the flagging) or a DiffResult."""
+    from xgrad.numdiff import DiffResult
+
+    b, xa = run.b, run.xa
+    jac = run.field("df")
+    if run.h is not None and not full_output:
+        _refuse_non_finite(b, jac, xa, len(run.out_shape))
         return jac
     out = _engine.Outcome(
         jac,
-        field("error"),
-        field("status"),
-        field("step"),
-        max((o.nfev for _, _, o in results), default=0),
+        run.field("error"),
+        run.field("status"),
+        run.field("step"),
+        max((o.nfev for _, _, o in run.results), default=0),
     )
     status = b.to_numpy(out.status).astype(np.int64)
     if full_output:
-        return DiffResult(out.df, out.error, out.nfev, method, out.step, status, status == 0)
+        return DiffResult(out.df, out.error, out.nfev, run.method, out.step, status, status == 0)
     flag(
         status,
         b.to_numpy(out.df),
         b.to_numpy(out.error),
         b.to_numpy(xa),
         what="jacobian",
-        rtol=r,
+        rtol=run.rtol,
         on_failure=on_failure,
-        x_axes=len(shape),
+        x_axes=len(run.shape),
     )
     return jac
+
+
+def _refuse_non_finite(b: Backend, jac: Any, xa: Any, out_axes: int) -> None:
+    """A NonFiniteError naming the first non-finite entry of an explicit-step Jacobian."""
+    xp = b.xp
+    bad = xp.logical_not(xp.isfinite(jac))
+    if not bool(xp.any(bad)):
+        return
+    from xgrad.errors import NonFiniteError
+
+    index = tuple(int(i) for i in np.argwhere(b.to_numpy(bad))[0])
+    xi = index[out_axes:]
+    value = float(b.to_numpy(xa)[xi])
+    where = ", ".join(map(str, xi))
+    raise NonFiniteError(
+        f"f: not finite near x[{where}] = {value!r} (Jacobian entry {list(index)}); "
+        "try method='forward' or 'backward' at a domain edge",
+        index=xi,
+        value=value,
+    )
 
 
 class _Columns:
@@ -458,93 +547,37 @@ def hessian(
     array([[ 4.,  2.],
            [ 2., 12.]])
     """
-    from xgrad.numdiff import DiffResult, _float_input
-
-    _check_callable(f)
-    h = _policy.check_step(h)
-    _policy.check_on_failure(on_failure)
-    _check_positive("chunk_size", chunk_size)
-    _check_positive("batch_size", batch_size)
-    xa, b = _float_input(x, backend, dtype)
-    xp = b.xp
-    runner = _resolve_workers(workers, b)
+    h, xa, b, runner = _checked_input(
+        f, x, h, on_failure, chunk_size, batch_size, backend, dtype, workers
+    )
     dname = b.dtype_name(xa.dtype)
     r, a = _policy.check_tolerances(
         rtol if rtol is not None else _policy.HESSIAN_RTOL.get(dname), atol, dname
     )
     shape = tuple(xa.shape)
     n = math.prod(shape)
-    itemsize = 8 if dname == "float64" else 4
-    # The result, its error estimate, and the two step levels' pair values on the host.
-    need = n * n * (itemsize * 2 + 8 * 4)
-    avail = _available_bytes()
-    if avail is not None and need > avail:
-        raise HessianMemoryError(
-            f"x: a Hessian of {n:,} parameters needs about {need / 2**30:.1f} GiB "
-            f"({n}^2 entries with their error estimates) and {avail / 2**30:.1f} GiB are "
-            "available; pass fewer parameters, or use jacobian of a gradient in chunks"
-        )
+    _check_hessian_memory(n, dname)
+    xp = b.xp
     eps, _ = _policy.finfo(xp, xa.dtype)
     flat = xp.reshape(xa, (-1,))
     host = b.to_numpy(flat).astype(np.float64 if dname == "float64" else np.float32)
-    scale = np.maximum(np.abs(host), 1.0)
-    base = h if h is not None else None
-    steps = [np.full(n, base) if base is not None else _policy.second_step(eps, scale)]
-    if h is None:
-        steps.append(steps[0] / 2)
+    steps = _hessian_steps(h, eps, host)
     values = _HessianValues(f, b, xa, batch_size, chunk_size)
     if runner is not None:
-        from xgrad import workers as _workers
-
-        values.dispatch = _workers.dispatch(
-            runner,
-            f=f,
-            call=f,
-            backend=b,
-            arr=xa,
-            target=x,
-            name="x",
-            kind="hessian",
-            batch_size=batch_size,
-            chunk_size=chunk_size,
-        )
+        values.dispatch = _hessian_dispatch(runner, f, b, xa, x, batch_size, chunk_size)
     try:
         f0, estimates = _hessian_levels(values, host, steps)
     finally:
         if values.dispatch is not None:
             values.dispatch.close()
-    if h is not None:
-        hess_host = estimates[0]
-        err = np.full_like(hess_host, np.nan)
-        status = np.where(np.isfinite(hess_host), 0, int(DiffStatus.NOT_FINITE))
-    else:
-        coarse, fine = estimates
-        hess_host = fine + (fine - coarse) / 3.0
-        err = (
-            np.abs(fine - coarse)
-            + eps * 64.0 * abs(f0) / np.outer(steps[1], steps[1])
-            + eps * np.abs(hess_host)
-        )
-        finite = np.isfinite(hess_host) & np.isfinite(err)
-        big = np.max(np.abs(np.where(finite, hess_host, 0.0))) if n else 0.0
-        tol = (a or 0.0) + r * big
-        status = np.where(err <= tol, 0, int(DiffStatus.TOLERANCE_NOT_MET))
-        # A kink or jump: the second difference grows as h shrinks instead of settling.
-        grows = np.abs(fine) > 1.5 * np.abs(coarse) + tol
-        status = np.where((status != 0) & grows, int(DiffStatus.NOT_DIFFERENTIABLE), status)
-        status = np.where(finite, status, int(DiffStatus.NOT_FINITE))
+    hess_host, err, status = _hessian_judged(estimates, steps[-1], f0, eps, r, a)
     hess = xp.reshape(b.asarray(hess_host, dtype=xa.dtype), (*shape, *shape))
     status = status.reshape((*shape, *shape)).astype(np.int64)
     if full_output:
-        return DiffResult(
-            hess,
-            xp.reshape(b.asarray(err, dtype=xa.dtype), (*shape, *shape)),
-            values.count,
-            "central",
-            steps[-1],
-            status,
-            status == 0,
-        )
+        from xgrad.numdiff import DiffResult
+
+        error = xp.reshape(b.asarray(err, dtype=xa.dtype), (*shape, *shape))
+        return DiffResult(hess, error, values.count, "central", steps[-1], status, status == 0)
     if h is not None and not bool(np.all(status == 0)):
         from xgrad.errors import NonFiniteError
 
@@ -560,6 +593,91 @@ def hessian(
         x_axes=len(shape),
     )
     return hess
+
+
+def _hessian_steps(h: float | None, eps: float, host: np.ndarray) -> list[np.ndarray]:
+    """Per-element steps of each level: the caller's h, or the policy's step and its half."""
+    if h is not None:
+        return [np.full(host.size, h)]
+    first = _policy.second_step(eps, np.maximum(np.abs(host), 1.0))
+    return [first, first / 2]
+
+
+def _hessian_dispatch(
+    runner: Any,
+    f: Callable[[Any], Any],
+    b: Backend,
+    xa: Any,
+    x: Any,
+    batch_size: int | None,
+    chunk_size: int | None,
+) -> Any:
+    """The `xgrad.workers.Dispatch` that evaluates the singles and pairs."""
+    from xgrad import workers as _workers
+
+    return _workers.dispatch(
+        runner,
+        f=f,
+        call=f,
+        backend=b,
+        arr=xa,
+        target=x,
+        name="x",
+        kind="hessian",
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+    )
+
+
+def _check_hessian_memory(n: int, dname: str) -> None:
+    """Refuse a Hessian of n parameters that would not fit in the memory available."""
+    itemsize = 8 if dname == "float64" else 4
+    # The result, its error estimate, and the two step levels' pair values on the host.
+    need = n * n * (itemsize * 2 + 8 * 4)
+    avail = _available_bytes()
+    if avail is not None and need > avail:
+        raise HessianMemoryError(
+            f"x: a Hessian of {n:,} parameters needs about {need / 2**30:.1f} GiB "
+            f"({n}^2 entries with their error estimates) and {avail / 2**30:.1f} GiB are "
+            "available; pass fewer parameters, or use jacobian of a gradient in chunks"
+        )
+
+
+def _hessian_judged(
+    estimates: list[np.ndarray],
+    fine_step: np.ndarray,
+    f0: float,
+    eps: float,
+    rtol: float,
+    atol: float | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Hessian, error estimate, status) from the estimates at each step level.
+
+    One level (the caller's h): that estimate, no error estimate (nan), the status says
+    only whether it is finite. Two (h and h/2): their Richardson extrapolation
+    (`xgrad._policy.extrapolate`), an error of their difference plus rounding, and a
+    status judged norm-wise against the tolerance.
+    """
+    if len(estimates) == 1:
+        only = estimates[0]
+        explicit = np.where(np.isfinite(only), 0, int(DiffStatus.NOT_FINITE))
+        return only, np.full_like(only, np.nan), explicit
+    coarse, fine = estimates
+    hess = _policy.extrapolate(coarse, fine)
+    err = (
+        np.abs(fine - coarse)
+        + eps * 64.0 * abs(f0) / np.outer(fine_step, fine_step)
+        + eps * np.abs(hess)
+    )
+    finite = np.isfinite(hess) & np.isfinite(err)
+    big = np.max(np.abs(np.where(finite, hess, 0.0))) if hess.size else 0.0
+    tol = (atol or 0.0) + rtol * big
+    status = np.where(err <= tol, 0, int(DiffStatus.TOLERANCE_NOT_MET))
+    # A kink or jump: the second difference grows as h shrinks instead of settling.
+    grows = np.abs(fine) > 1.5 * np.abs(coarse) + tol
+    status = np.where((status != 0) & grows, int(DiffStatus.NOT_DIFFERENTIABLE), status)
+    status = np.where(finite, status, int(DiffStatus.NOT_FINITE))
+    return hess, err, status
 
 
 def _hessian_levels(
