@@ -20,14 +20,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import time
+from pathlib import Path
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
+from _common import environment, write_atomic  # noqa: E402
 
 import xgrad  # noqa: E402
 from xgrad import workers as W  # noqa: E402
@@ -102,10 +103,11 @@ def overhead(runner: W._Runner, tasks: int = 200) -> float:
 def model(n_evals: int, c: float, workers: int, per_task: float) -> tuple[float, int, int]:
     """(seconds, tasks, evaluations per task) of one round on ``workers`` workers.
 
-    Tasks are cut as `Dispatch.chunk` cuts them (with ``per_task`` as the executor's
-    overhead); the scheduler handles tasks one after the other at ``per_task`` seconds each
-    (the measured 2-worker figure, an upper bound of Dask's per-task cost), and the workers
-    run waves of tasks in parallel.
+    As `Dispatch.run` sends it: first one evaluation on each of up to 16 workers (the
+    calibration), then the rest cut as `Dispatch.chunk` cuts it (with ``per_task`` as the
+    executor's overhead). The scheduler handles tasks one after the other at ``per_task``
+    seconds each (the measured 2-worker figure, an upper bound of Dask's per-task cost),
+    and the workers run waves of tasks in parallel.
     """
     d = object.__new__(W.Dispatch)
     d.unit, d.used, d.cost = 1, 0, c
@@ -115,10 +117,13 @@ def model(n_evals: int, c: float, workers: int, per_task: float) -> tuple[float,
         overhead = per_task
 
     d.runner = _R()
-    k = W.Dispatch.chunk(d, n_evals)
-    tasks = math.ceil(n_evals / k)
+    first = min(workers, W._CALIBRATION_TASKS, n_evals)
+    rest = n_evals - first
+    k = W.Dispatch.chunk(d, rest) if rest else 1
+    tasks = math.ceil(rest / k)
     waves = math.ceil(tasks / workers)
-    return tasks * per_task + waves * k * c, tasks, k
+    seconds = first * per_task + c + tasks * per_task + waves * k * c
+    return seconds, first + tasks, k
 
 
 def main() -> None:
@@ -198,10 +203,7 @@ def main() -> None:
     text = render(rows, per_task, ch4, args)
     print(text)
     if args.out:
-        tmp = f"{args.out}.tmp"
-        with open(tmp, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, args.out)
+        write_atomic(Path(args.out), text)
 
 
 def ch4_step(batch: int) -> dict[str, float]:
@@ -223,13 +225,22 @@ def ch4_step(batch: int) -> dict[str, float]:
 
 
 def render(rows, per_task, ch4, args) -> str:
+    return "\n".join(
+        [
+            *render_cells(rows, args),
+            *render_overhead(per_task),
+            *render_model(per_task["Dask LocalCluster, 2 processes (Client)"]),
+            *render_ch4(ch4),
+        ]
+    )
+
+
+def render_cells(rows, args) -> list[str]:
     lines = [
         "# Scale-out: `workers=` on a process pool and a Dask cluster",
         "",
         f"`benchmarks/bench_workers.py{' --quick' if args.quick else ''} --budget "
-        f"{args.budget:g}`, one run, xgrad "
-        f"{xgrad.__version__}, NumPy {np.__version__}, Python {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, BLAS on one thread. One gradient "
+        f"{args.budget:g}`, one run, {environment()}. One gradient "
         "with `h=1e-3` (2n evaluations, one round of tasks); f: sin/exp over 20,000 numbers, "
         "calibrated to the cost shown. Efficiency = T_serial / (2 T_parallel); 2 workers on "
         "2 cores. Each executor runs alone: the serial and pool cells first, then the pool "
@@ -241,31 +252,40 @@ def render(rows, per_task, ch4, args) -> str:
         "The *f ms on workers* columns are the workers' own seconds per evaluation: above "
         "the serial figure, the two workers did not have two free cores (load = the 1-min "
         "load average before the cell). *busy* = the workers' seconds in f / (2 x wall): "
-        "the fraction of the parallel run spent evaluating f, whatever the machine's load "
-        "(1 - busy is the framework's overhead plus idle workers).",
+        "the fraction of the parallel run spent evaluating f, whatever the machine's load. "
+        "*overhead* = 1 / busy - 1: the wall time in which a worker was not evaluating f "
+        "(scheduling, shipping, waiting for the round's last task), as a fraction of the "
+        "work; it is the framework's whole cost, load imbalance included.",
         "",
         "| f cost (target) | n | f ms serial | serial s | workers=2 s | efficiency | tasks | "
-        "f ms on workers | busy | LocalCluster(2) s | efficiency | tasks | f ms on workers | "
-        "busy | bit-identical | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "f ms on workers | busy | overhead | LocalCluster(2) s | efficiency | tasks | "
+        "f ms on workers | busy | overhead | bit-identical | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for ms, n, c, ts, measured, tp, td, same, ps, ds, load in rows:
         serial = f"{ts:.2f}" if measured else f"{ts:.2f} (2n c)"
         if tp is None:
             lines.append(
                 f"| {ms:.0f} ms | {n} | {c * 1e3:.1f} | {serial} | not run (over --budget "
-                f"{args.budget:.0f} s) | | | | | | | | | | | |"
+                f"{args.budget:.0f} s) | | | | | | | | | | | | | |"
             )
             continue
-        busy_p = ps["per_eval"] * 2 * n / (2 * tp)
-        busy_d = ds["per_eval"] * 2 * n / (2 * td)
+        cells = []
+        for t, stats in ((tp, ps), (td, ds)):
+            busy = stats["per_eval"] * 2 * n / (2 * t)
+            cells.append(
+                f"{t:.2f} | {ts / (2 * t):.2f} | {stats['tasks']} | "
+                f"{stats['per_eval'] * 1e3:.1f} | {busy:.3f} | {100 * (1 / busy - 1):.1f} %"
+            )
         lines.append(
-            f"| {ms:.0f} ms | {n} | {c * 1e3:.1f} | {serial} | {tp:.2f} | {ts / (2 * tp):.2f} "
-            f"| {ps['tasks']} | {ps['per_eval'] * 1e3:.1f} | {busy_p:.2f} "
-            f"| {td:.2f} | {ts / (2 * td):.2f} | {ds['tasks']} | {ds['per_eval'] * 1e3:.1f} "
-            f"| {busy_d:.2f} | {same} | {load:.1f} |"
+            f"| {ms:.0f} ms | {n} | {c * 1e3:.1f} | {serial} | {cells[0]} | {cells[1]} "
+            f"| {same} | {load:.1f} |"
         )
-    lines += [
+    return lines
+
+
+def render_overhead(per_task) -> list[str]:
+    lines = [
         "",
         "## Per-task overhead",
         "",
@@ -275,20 +295,23 @@ def render(rows, per_task, ch4, args) -> str:
         "| executor | ms per task |",
         "|---|---|",
     ]
-    for name, s in per_task.items():
-        lines.append(f"| {name} | {s * 1e3:.2f} |")
-    o = per_task["Dask LocalCluster, 2 processes (Client)"]
-    lines += [
+    return [*lines, *(f"| {name} | {s * 1e3:.2f} |" for name, s in per_task.items())]
+
+
+def render_model(o: float) -> list[str]:
+    lines = [
         "",
         "## Model: 100 and 1,000 workers",
         "",
-        "From the figures above: one round of E evaluations of cost c is cut into tasks as "
+        "From the figures above: a derivative's first round starts with one evaluation on "
+        "each of up to 16 workers (the calibration: one wave of c), then the rest of the "
+        "E evaluations of cost c is cut into tasks as "
         "`Dispatch.chunk` cuts them (about `TASK_SECONDS` = 0.25 s of work each, at least "
         "`LOAD_FACTOR` = 4 tasks per worker while that keeps them that long, but at least "
         "`OVERHEAD_FACTOR` = 20 times the executor's per-task cost, <= "
         "`MAX_TASKS` = 10,000 per derivative); the scheduler handles tasks one after the "
         f"other at the measured Dask cost of {o * 1e3:.2f} ms per task, the workers in waves: "
-        "T(W) = tasks x o + ceil(tasks / W) x k x c. Serial is E x c.",
+        "T(W) = tasks x o + c + ceil(tasks / W) x k x c. Serial is E x c.",
         "",
         "| E (n) | f cost | workers | tasks | evals/task | modelled s | serial s | speed-up |",
         "|---|---|---|---|---|---|---|---|",
@@ -302,12 +325,18 @@ def render(rows, per_task, ch4, args) -> str:
                     f"| {2 * n:,} ({n:,}) | {c * 1e3:g} ms | {w:,} | {tasks:,} | {k} | {t:.2f} | "
                     f"{serial:.1f} | {serial / t:.0f}x |"
                 )
-    lines += [
+    return [
+        *lines,
         "",
         "The last rows are the book's chapter 4 step (39,760 parameters, 79,520 losses of "
         "~1.6 ms at batch 100, bench_nets.md): the loop would take ~2 min a step serially. "
         "Small f on many workers is bound by the scheduler's per-task cost, which the "
         "chunking keeps to a few thousand tasks a round.",
+    ]
+
+
+def render_ch4(ch4) -> list[str]:
+    return [
         "",
         "## The book's chapter 4 step on 1 and 2 workers",
         "",
@@ -324,7 +353,6 @@ def render(rows, per_task, ch4, args) -> str:
         f"{bool(ch4['same'])}) |",
         "",
     ]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,14 @@ serial path would (in place on a private copy of x, or on stacked copies), and r
 put back by task index, never by completion order. The numbers are therefore bit for bit
 those of ``workers=None``, for any worker count and scheduling.
 
-Chunking: the first evaluation of f is timed (in this process, with the check that f uses
-its argument); a task then holds about `TASK_SECONDS` of work, at least `LOAD_FACTOR`
-tasks per worker per round while that keeps tasks that long, and a derivative never sends
-more than `MAX_TASKS` tasks.
+Chunking: a derivative's first round starts with one serial batch per worker, which the
+workers time; the rest of the round is cut from that cost: a task then holds about
+`TASK_SECONDS` of work, at least `LOAD_FACTOR` tasks per worker per round while that keeps
+tasks that long, and a derivative never sends more than `MAX_TASKS` tasks. This process
+evaluates nothing for the calibration: on a 200 ms f, timing it here first would leave
+the workers idle for a whole evaluation (1.6 % of a 64-element gradient on 2 workers).
+Only when every value of the first round is the same (f may ignore its argument and read
+x through a closure) does this process evaluate f itself to tell the two apart.
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ RETRIES = 2
 OVERHEAD_FACTOR = 20
 # Tasks kept aside from the budget so that every later round still gets one.
 _RESERVE = 256
+# Calibration tasks at most (one serial batch each), so that a thousand workers do not
+# start with a thousand one-evaluation tasks through the scheduler.
+_CALIBRATION_TASKS = 16
 
 
 class WorkersError(ArgumentError):
@@ -686,7 +693,7 @@ class Dispatch:
         f: Callable[[Any], Any],
         target: Any,
         name: str,
-        probe: Callable[[], float],
+        argument_check: Callable[[], None],
         check: bool = True,
     ) -> None:
         self.runner, self.spec, self.backend = runner, spec, backend
@@ -698,20 +705,23 @@ class Dispatch:
         self.key = uuid.uuid4().hex
         if check:
             check_closure(f, target, name)
+        # Run in this process only if the first round cannot show that f uses its argument.
+        self.argument_check: Callable[[], None] | None = argument_check if check else None
         self.blob: Any = None
         if runner.ships:
             self.blob = pack(spec, base, backend)
         else:
             assert isinstance(runner, DeviceRunner)
             runner.prepare(self.key, spec, base, backend)
-        # Seconds per evaluation: the probe's timing, then the workers' own measurements.
-        self.cost = max(probe(), 1e-7)
+        # Seconds per evaluation, from the workers' own measurements (None: none yet).
+        self.cost: float | None = None
 
     def close(self) -> None:
         self.runner.finish(self.key)
 
     def chunk(self, rows: int) -> int:
-        """Rows per task for a round of ``rows`` evaluations."""
+        """Rows per task for a round of ``rows`` evaluations (once the cost is known)."""
+        assert self.cost is not None
         w = self.runner.count
         by_time = max(1, math.ceil(TASK_SECONDS / self.cost))
         by_balance = max(1, math.ceil(rows / (LOAD_FACTOR * w)))
@@ -730,26 +740,64 @@ class Dispatch:
         rows = sum(len(s[0]) for s in segments)
         if rows == 0:
             return [np.empty(0) for _ in segments]
-        k = self.chunk(rows)
-        tasks: list[list[tuple[np.ndarray, ...]]] = []
-        owner: list[int] = []
+        pieces: list[list[np.ndarray]] = [[] for _ in segments]
+        done = [0] * len(segments)
+        if self.cost is None:
+            # Calibration: one serial batch for each worker, first, timed where it runs.
+            limit = min(self.runner.count, _CALIBRATION_TASKS)
+            first = self._cut(segments, done, self.unit, limit=limit)
+            self._send(first, pieces, done)
+            rows -= sum(done)
+        if rows:
+            self._send(self._cut(segments, done, self.chunk(rows)), pieces, done)
+        out = [np.concatenate(p, axis=0) for p in pieces]
+        if self.argument_check is not None:
+            check, self.argument_check = self.argument_check, None
+            values = [row for part in out for row in part]
+            if len(values) < 2 or all(np.array_equal(v, values[0]) for v in values[1:]):
+                check()  # ClosureError if f reads x through a closure
+        return out
+
+    def _cut(
+        self,
+        segments: list[tuple[np.ndarray, ...]],
+        done: list[int],
+        k: int,
+        limit: int | None = None,
+    ) -> list[tuple[int, list[tuple[np.ndarray, ...]]]]:
+        """Tasks of k rows (segment, piece), from each segment's first row not yet sent.
+
+        Pieces start at multiples of the unit within their segment (``done`` and ``k`` are
+        multiples of it): f's stacks are the serial ones.
+        """
+        tasks: list[tuple[int, list[tuple[np.ndarray, ...]]]] = []
         for s, seg in enumerate(segments):
-            # Pieces start at multiples of k (a multiple of the unit) within their segment:
-            # f's stacks are the serial ones.
-            for start in range(0, len(seg[0]), k):
-                tasks.append([tuple(a[start : start + k] for a in seg)])
-                owner.append(s)
-        results = self.runner.run(self.key, self.blob, tasks)
+            for start in range(done[s], len(seg[0]), k):
+                if limit is not None and len(tasks) == limit:
+                    return tasks
+                tasks.append((s, [tuple(a[start : start + k] for a in seg)]))
+        return tasks
+
+    def _send(
+        self,
+        tasks: list[tuple[int, list[tuple[np.ndarray, ...]]]],
+        pieces: list[list[np.ndarray]],
+        done: list[int],
+    ) -> None:
+        """Run ``tasks``; their values appended to their segments' pieces, in order."""
+        results = self.runner.run(self.key, self.blob, [task for _, task in tasks])
         self.used += len(tasks)
         self.tasks_sent += len(tasks)
-        pieces: list[list[np.ndarray]] = [[] for _ in segments]
-        for (values, seconds), s in zip(results, owner, strict=True):
+        for (values, seconds), (s, task) in zip(results, tasks, strict=True):
             self.work_s += seconds
             pieces[s].extend(values)
-        self.evals += rows
+            rows = len(task[0][0])
+            done[s] += rows
+            self.evals += rows
         if self.work_s > 0:
             self.cost = max(self.work_s / self.evals, 1e-7)
-        return [np.concatenate(p, axis=0) for p in pieces]
+        elif self.cost is None:
+            self.cost = 1e-7  # a runner that reports no time: cheap f, big tasks
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -858,18 +906,19 @@ def _host(value: Any, b: Any) -> np.ndarray:
     return b.to_numpy(value) if b.owns(value) else np.asarray(value)
 
 
-def _probe(
+def _check_argument(
     call: Callable[[Any], Any],
     b: Any,
     arr: Any,
     batch_size: int | None,
     name: str,
-) -> float:
-    """Seconds of one evaluation of f, after checking that f computes from its argument.
+) -> None:
+    """`ClosureError` if f reads x through a closure instead of computing from its argument.
 
-    f at a copy of x and at a copy moved by 1e-3 relative: equal values mean f ignored its
-    argument; if moving x itself in place (restored bit for bit) then changes f, f reads x
-    through a closure, which a worker cannot see: `ClosureError`.
+    Run only when the workers' first values were all the same. f at a copy of x and at a
+    copy moved by 1e-3 relative: equal values mean f ignored its argument; if moving x
+    itself in place (restored bit for bit) then changes f, f reads x through a closure,
+    which a worker cannot see.
     """
     from xgrad._evaluators import is_writeable, quiet
 
@@ -877,31 +926,24 @@ def _probe(
     copy = xp.asarray(arr, copy=True)
     nudged = copy + 1e-3 * (xp.abs(copy) + 1.0)
     with quiet():
-        if batch_size is not None:
-            out, seconds = timed(lambda: call(xp.stack([copy, nudged])))
-            host = _host(out, b)
-            if host.shape[:1] != (2,):
-                return seconds / 2
-            v0, v1, seconds = host[0], host[1], seconds / 2
-        else:
-            v0, seconds = timed(lambda: _host(call(copy), b))
-            try:
-                v1 = _host(call(nudged), b)
-            except Exception:
-                return seconds
-        if not np.array_equal(v0, v1) or batch_size is not None or not is_writeable(arr):
-            return seconds
+        if batch_size is not None or not is_writeable(arr):
+            return  # stacked copies, or an immutable x: nothing else can reach the argument
+        try:
+            v0, v1 = _host(call(copy), b), _host(call(nudged), b)
+        except Exception:
+            return
+        if not np.array_equal(v0, v1):
+            return
         saved = xp.asarray(arr, copy=True)
         try:
             arr[...] = nudged
             v2 = _host(call(arr), b)
         except Exception:
-            return seconds
+            return
         finally:
             arr[...] = saved
     if not np.array_equal(v0, v2):
         raise ClosureError(closure_message(name))
-    return seconds
 
 
 def dispatch(
@@ -934,7 +976,7 @@ def dispatch(
         f=f,
         target=target,
         name=name,
-        probe=functools.partial(_probe, call, backend, arr, batch_size, name),
+        argument_check=functools.partial(_check_argument, call, backend, arr, batch_size, name),
         check=check,
     )
 
