@@ -852,29 +852,17 @@ def check_function(
     backend: str | Backend | None = None,
     workers: Any = None,
 ) -> FunctionCheckResult:
-    """`gradcheck` for ``f(*inputs)`` (arrays in, array or scalar out) against the engine."""
-    from xgrad.numdiff import DiffStatus, numerical_diff, numerical_gradient
+    """`gradcheck` for ``f(*inputs)`` (arrays in, array or scalar out) against the engine.
 
-    if mode not in _MODES:
-        raise ArgumentError(f"mode: expected one of {_MODES}, found {mode!r}")
-    if not (isinstance(probes, int) and probes >= 1):
-        raise ArgumentError(f"probes: expected an int >= 1, found {probes!r}")
-    if not (isinstance(resample, int) and resample >= 0):
-        raise ArgumentError(f"resample: expected an int >= 0, found {resample!r}")
-    if grad is not None and vjp is not None:
-        raise ArgumentTypeError("gradcheck: pass grad= or vjp=, not both")
-    if resample and grad is not None and not callable(grad):
-        raise ArgumentTypeError("resample: needs grad= as a callable (an array is for one point)")
+    In phases: the arguments; the inputs on one backend and dtype; two calls at the point
+    (a nondeterministic f makes every difference meaningless); then, per point (the given
+    one, and where kinks are found and ``resample`` allows, moved ones), the analytic
+    vector-Jacobian products against the engine's references, every element (``"full"``)
+    or random projections (``"fast"``).
+    """
+    _check_function_options(mode, probes, resample, grad, vjp)
     start = time.perf_counter()
-    b = resolve_backend(backend, *inputs)
-    xs = tuple(as_float_array(x, backend=b, name=f"inputs[{i}]")[0] for i, x in enumerate(inputs))
-    dtype = b.dtype_name(xs[0].dtype)
-    if any(b.dtype_name(x.dtype) != dtype for x in xs):
-        raise ArgumentError(
-            f"inputs: expected one float dtype, found {[b.dtype_name(x.dtype) for x in xs]}"
-        )
-    if dtype not in _RTOL:
-        raise ArgumentTypeError(f"inputs: expected float32 or float64 arrays, found {dtype}")
+    b, xs, dtype = _function_inputs(inputs, backend)
     if rtol is None:
         rtol = _RTOL[dtype]
     if not (isinstance(rtol, int | float) and rtol > 0):
@@ -887,110 +875,21 @@ def check_function(
         count[0] += 1
         return f(*a)
 
-    # Repeated calls: a nondeterministic f (atomics on a GPU, an unseeded dropout) makes
-    # every finite difference meaningless; say so instead of reporting a wrong gradient.
-    first, second = to_numpy(counted(*xs)), to_numpy(counted(*xs))
-    nondet = float(np.max(np.abs(first.astype(np.float64) - second), initial=0.0))
-    if first.shape != second.shape or not np.isfinite(nondet):
-        nondet = math.inf
+    nondet = _nondeterminism(counted, xs)
     up64 = dtype == "float32" and b.supports_float64 and _runs_in_float64(f, xs, b)
-    ref_dtype = "float64" if up64 else dtype
-
-    def cast(x: Any) -> Any:
-        return b.xp.astype(x, b.float_dtype("float64")) if up64 else x
-
+    ref = _Reference(f, names, b, up64, dtype, count)
     resampled = 0
     while True:
         avjp, analytic, out_shape = _analytic_vjp(counted, xs, b, grad, vjp)
-        m = math.prod(out_shape)
-        point = {k: cast(x) for k, x in zip(names, xs, strict=True)}
-        rows: dict[str, FunctionCheck] = {}
+        point = {k: ref.cast(x) for k, x in zip(names, xs, strict=True)}
         with warnings.catch_warnings():
             # full_output reports, per element, what these warnings would say.
             for category in (AccuracyWarning, StepSizeWarning, InputIgnoredWarning):
                 warnings.simplefilter("ignore", category)
             if mode == "full":
-                a_rows: list[list[np.ndarray]] = []
-                r_rows: dict[str, list[Any]] = {k: [] for k in names}
-                for i in range(max(m, 1)):
-                    u = None
-                    host_u: np.ndarray = np.ones(())
-                    if out_shape:
-                        host_u = np.zeros(m)
-                        host_u[i] = 1.0
-                        host_u = host_u.reshape(out_shape)
-                        u = b.xp.asarray(host_u, dtype=b.float_dtype(ref_dtype), device=b.device)
-                    a_rows.append(avjp(host_u))
-                    res = numerical_gradient(
-                        _scalarized(f, names, u, b.xp, count),
-                        point,
-                        full_output=True,
-                        workers=workers,
-                    )
-                    for k in names:
-                        r_rows[k].append(res[k])
-                for j, k in enumerate(names):
-                    shape = tuple(xs[j].shape)
-                    a = np.stack([row[j] for row in a_rows]).reshape(out_shape + shape)
-                    r = np.stack([to_numpy(d.df) for d in r_rows[k]]).astype(np.float64)
-                    e = np.stack([to_numpy(d.error) for d in r_rows[k]]).astype(np.float64)
-                    st = np.stack([np.asarray(to_numpy(d.status)) for d in r_rows[k]])
-                    r, e = r.reshape(a.shape), e.reshape(a.shape)
-                    kink = st.reshape(a.shape) == int(DiffStatus.NOT_DIFFERENTIABLE)
-                    converged = st.reshape(a.shape) == int(DiffStatus.CONVERGED)
-                    scale = float(np.max(np.abs(r[~kink]), initial=0.0)) or float(
-                        np.max(np.abs(a), initial=0.0)
-                    )
-                    rows[k] = _judge(k, shape, a, r, e, kink, converged, scale, rtol, worst=True)
+                rows = _full_rows(ref, xs, point, avjp, out_shape, rtol, workers)
             else:
-                for j, k in enumerate(names):
-                    shape = tuple(xs[j].shape)
-                    n = max(math.prod(shape), 1)
-                    a_p, r_p, e_p, kink_p, conv_p = [], [], [], [], []
-                    scales = []
-                    for _ in range(probes):
-                        host_u = rng.standard_normal(out_shape) if out_shape else np.ones(())
-                        v = rng.standard_normal(shape)
-                        v /= np.linalg.norm(v) or 1.0
-                        g = avjp(host_u)[j]
-                        a_p.append(float(np.sum(g * v)))
-                        scales.append(float(np.linalg.norm(g)) / math.sqrt(n))
-                        u = (
-                            b.xp.asarray(host_u, dtype=b.float_dtype(ref_dtype), device=b.device)
-                            if out_shape
-                            else None
-                        )
-                        direction = b.asarray(v, dtype=ref_dtype)
-                        scalar = _scalarized(f, names, u, b.xp, count)
-
-                        def along(
-                            t: float,
-                            scalar: Any = scalar,
-                            k: str = k,
-                            d: Any = direction,
-                            p: Any = point,
-                        ) -> float:
-                            moved = dict(p)
-                            moved[k] = p[k] + t * d
-                            return scalar(moved)
-
-                        res = numerical_diff(along, 0.0, full_output=True)
-                        r_p.append(float(res.df))
-                        e_p.append(float(res.error))
-                        kink_p.append(int(res.status) == int(DiffStatus.NOT_DIFFERENTIABLE))
-                        conv_p.append(int(res.status) == int(DiffStatus.CONVERGED))
-                    rows[k] = _judge(
-                        k,
-                        shape,
-                        np.array(a_p),
-                        np.array(r_p),
-                        np.array(e_p),
-                        np.array(kink_p),
-                        np.array(conv_p),
-                        max(scales) if scales else 0.0,
-                        rtol,
-                        worst=True,
-                    )
+                rows = _fast_rows(ref, xs, point, avjp, out_shape, rtol, probes, rng)
         if resampled >= resample or not any(p.kinks for p in rows.values()):
             break
         # A kink at the point (ReLU at 0): any nearby point checks the same gradient code.
@@ -1003,12 +902,11 @@ def check_function(
             )
             for x in xs
         )
+    on_copies = " on float64 copies" if up64 else ""
     reference = (
-        "the error-controlled engine (numerical_gradient, full_output)"
-        + (" on float64 copies" if up64 else "")
+        "the error-controlled engine (numerical_gradient, full_output)" + on_copies
         if mode == "full"
-        else "the engine's directional derivatives (numerical_diff)"
-        + (" on float64 copies" if up64 else "")
+        else "the engine's directional derivatives (numerical_diff)" + on_copies
     )
     return FunctionCheckResult(
         params=rows,
@@ -1025,3 +923,184 @@ def check_function(
         resampled=resampled,
         seconds=time.perf_counter() - start,
     )
+
+
+def _check_function_options(mode: Any, probes: Any, resample: Any, grad: Any, vjp: Any) -> None:
+    """check_function's options, checked before any input is touched."""
+    if mode not in _MODES:
+        raise ArgumentError(f"mode: expected one of {_MODES}, found {mode!r}")
+    if not (isinstance(probes, int) and probes >= 1):
+        raise ArgumentError(f"probes: expected an int >= 1, found {probes!r}")
+    if not (isinstance(resample, int) and resample >= 0):
+        raise ArgumentError(f"resample: expected an int >= 0, found {resample!r}")
+    if grad is not None and vjp is not None:
+        raise ArgumentTypeError("gradcheck: pass grad= or vjp=, not both")
+    if resample and grad is not None and not callable(grad):
+        raise ArgumentTypeError("resample: needs grad= as a callable (an array is for one point)")
+
+
+def _function_inputs(
+    inputs: tuple[Any, ...], backend: str | Backend | None
+) -> tuple[Backend, tuple[Any, ...], str]:
+    """The inputs as float arrays of one backend and one dtype xgrad can check."""
+    b = resolve_backend(backend, *inputs)
+    xs = tuple(as_float_array(x, backend=b, name=f"inputs[{i}]")[0] for i, x in enumerate(inputs))
+    dtype = b.dtype_name(xs[0].dtype)
+    if any(b.dtype_name(x.dtype) != dtype for x in xs):
+        raise ArgumentError(
+            f"inputs: expected one float dtype, found {[b.dtype_name(x.dtype) for x in xs]}"
+        )
+    if dtype not in _RTOL:
+        raise ArgumentTypeError(f"inputs: expected float32 or float64 arrays, found {dtype}")
+    return b, xs, dtype
+
+
+def _nondeterminism(counted: Callable[..., Any], xs: tuple[Any, ...]) -> float:
+    """How much two calls of f at the same point differ (inf: in shape, or not finite).
+
+    A nondeterministic f (atomics on a GPU, an unseeded dropout) makes every finite
+    difference meaningless; check_function says so instead of reporting a wrong gradient.
+    """
+    first, second = to_numpy(counted(*xs)), to_numpy(counted(*xs))
+    nondet = float(np.max(np.abs(first.astype(np.float64) - second), initial=0.0))
+    if first.shape != second.shape or not np.isfinite(nondet):
+        nondet = math.inf
+    return nondet
+
+
+class _Reference:
+    """What the engine's reference needs: f scalarized, on float64 copies where ``up64``."""
+
+    def __init__(
+        self,
+        f: Callable[..., Any],
+        names: list[str],
+        b: Backend,
+        up64: bool,
+        dtype: str,
+        count: list[int],
+    ) -> None:
+        self.f, self.names, self.b, self.up64, self.count = f, names, b, up64, count
+        self.dtype = "float64" if up64 else dtype
+
+    def cast(self, x: Any) -> Any:
+        """An input as the reference sees it: a float64 copy where ``up64``, else itself."""
+        b = self.b
+        return b.xp.astype(x, b.float_dtype("float64")) if self.up64 else x
+
+    def cotangent(self, host_u: np.ndarray) -> Any:
+        """A host cotangent as an array of the backend, in the reference dtype."""
+        b = self.b
+        return b.xp.asarray(host_u, dtype=b.float_dtype(self.dtype), device=b.device)
+
+    def scalarized(self, u: Any) -> Callable[[Any], float]:
+        """``d -> sum(f(*d) * u)`` (``f(*d)`` for scalar f, u None), counted."""
+        return _scalarized(self.f, self.names, u, self.b.xp, self.count)
+
+
+def _full_rows(
+    ref: _Reference,
+    xs: tuple[Any, ...],
+    point: dict[str, Any],
+    avjp: Callable[[np.ndarray], list[np.ndarray]],
+    out_shape: tuple[int, ...],
+    rtol: float,
+    workers: Any,
+) -> dict[str, FunctionCheck]:
+    """Full mode: every Jacobian element, one row ``e_i^T J`` of f's output at a time."""
+    from xgrad.numdiff import DiffStatus, numerical_gradient
+
+    names = ref.names
+    m = math.prod(out_shape)
+    a_rows: list[list[np.ndarray]] = []
+    r_rows: dict[str, list[Any]] = {k: [] for k in names}
+    for i in range(max(m, 1)):
+        u = None
+        host_u: np.ndarray = np.ones(())
+        if out_shape:
+            host_u = np.zeros(m)
+            host_u[i] = 1.0
+            host_u = host_u.reshape(out_shape)
+            u = ref.cotangent(host_u)
+        a_rows.append(avjp(host_u))
+        res = numerical_gradient(ref.scalarized(u), point, full_output=True, workers=workers)
+        for k in names:
+            r_rows[k].append(res[k])
+    rows: dict[str, FunctionCheck] = {}
+    for j, k in enumerate(names):
+        shape = tuple(xs[j].shape)
+        a = np.stack([row[j] for row in a_rows]).reshape(out_shape + shape)
+        r = np.stack([to_numpy(d.df) for d in r_rows[k]]).astype(np.float64)
+        e = np.stack([to_numpy(d.error) for d in r_rows[k]]).astype(np.float64)
+        st = np.stack([np.asarray(to_numpy(d.status)) for d in r_rows[k]])
+        r, e = r.reshape(a.shape), e.reshape(a.shape)
+        kink = st.reshape(a.shape) == int(DiffStatus.NOT_DIFFERENTIABLE)
+        converged = st.reshape(a.shape) == int(DiffStatus.CONVERGED)
+        scale = float(np.max(np.abs(r[~kink]), initial=0.0)) or float(
+            np.max(np.abs(a), initial=0.0)
+        )
+        rows[k] = _judge(k, shape, a, r, e, kink, converged, scale, rtol, worst=True)
+    return rows
+
+
+def _fast_rows(
+    ref: _Reference,
+    xs: tuple[Any, ...],
+    point: dict[str, Any],
+    avjp: Callable[[np.ndarray], list[np.ndarray]],
+    out_shape: tuple[int, ...],
+    rtol: float,
+    probes: int,
+    rng: np.random.Generator,
+) -> dict[str, FunctionCheck]:
+    """Fast mode: ``probes`` random projections ``u^T J v`` per input, as directional
+    derivatives of the engine."""
+    from xgrad.numdiff import DiffStatus, numerical_diff
+
+    b = ref.b
+    rows: dict[str, FunctionCheck] = {}
+    for j, k in enumerate(ref.names):
+        shape = tuple(xs[j].shape)
+        n = max(math.prod(shape), 1)
+        a_p, r_p, e_p, kink_p, conv_p = [], [], [], [], []
+        scales = []
+        for _ in range(probes):
+            host_u = rng.standard_normal(out_shape) if out_shape else np.ones(())
+            v = rng.standard_normal(shape)
+            v /= np.linalg.norm(v) or 1.0
+            g = avjp(host_u)[j]
+            a_p.append(float(np.sum(g * v)))
+            scales.append(float(np.linalg.norm(g)) / math.sqrt(n))
+            u = ref.cotangent(host_u) if out_shape else None
+            direction = b.asarray(v, dtype=ref.dtype)
+            scalar = ref.scalarized(u)
+
+            def along(
+                t: float,
+                scalar: Any = scalar,
+                k: str = k,
+                d: Any = direction,
+                p: Any = point,
+            ) -> float:
+                moved = dict(p)
+                moved[k] = p[k] + t * d
+                return scalar(moved)
+
+            res = numerical_diff(along, 0.0, full_output=True)
+            r_p.append(float(res.df))
+            e_p.append(float(res.error))
+            kink_p.append(int(res.status) == int(DiffStatus.NOT_DIFFERENTIABLE))
+            conv_p.append(int(res.status) == int(DiffStatus.CONVERGED))
+        rows[k] = _judge(
+            k,
+            shape,
+            np.array(a_p),
+            np.array(r_p),
+            np.array(e_p),
+            np.array(kink_p),
+            np.array(conv_p),
+            max(scales) if scales else 0.0,
+            rtol,
+            worst=True,
+        )
+    return rows
