@@ -187,6 +187,26 @@ def numerical_diff(
     _policy.check_method(method)
     h = _policy.check_step(h)
     _policy.check_on_failure(on_failure)
+    return _diff_any(f, x, h, method, rtol, atol, full_output, on_failure, backend, dtype)
+
+
+def _diff_any(
+    f: Callable[[Any], Any],
+    x: Any,
+    h: float | None,
+    method: str,
+    rtol: float | None,
+    atol: float | None,
+    full_output: bool,
+    on_failure: str,
+    backend: Any,
+    dtype: Any,
+) -> Any:
+    """numerical_diff's checked arguments to the path for x's kind.
+
+    A Dask array: per block on its scheduler; a wrapper (DeZero's Variable): the array it
+    holds; a Python number: the scalar path; anything else: an array.
+    """
     if is_dask_array(x):
         from xgrad import workers as _workers
 
