@@ -338,21 +338,8 @@ def _search(
     run(tabs[0.0], 0.0, _policy.FIRST_LEVELS, center)
     again = ops.full_entry(False)
     if central:
-        # Look again at smaller steps, on the other scale, where the first one may deceive:
-        # a slope jump may be aliasing (periodic f, steps near a multiple of its period),
-        # where a kink persists; an exact zero may be x below the step's resolution
-        # (x**2 at 1e-150), or f exactly 0 all around a point where it is not (a narrow
-        # peak): then f(x) is not 0.
-        converged = best.converged()
-        jump = best.pick(tabs, "jump", 0.0)
-        suspect = converged & (ops.abs(jump) > _policy.KINK_FACTOR * best.tolerance())
-        zeros = converged & (best.fmax == 0.0)
-        if f0 is not None and ops.any(zeros):
-            fx = f0()
-            nfev += 1
-            suspect = suspect | (zeros & (ops.abs(fx) > 0.0))
-        best.score = ops.where(suspect, math.inf, best.score)
-        again = suspect | (converged & ops.logical_not(best.strict()))
+        again, calls = _look_again(ops, best, tabs, f0)
+        nfev += calls
     if ops.any(active() | again):
         # Smaller steps where the wide scale did not converge: the narrow scale, started
         # afresh where it is far below the wide one, else the wide tableau continued.
@@ -394,6 +381,30 @@ def _search(
     jump = best.pick(tabs, "jump", 0.0) if central else ops.full_entry(0.0)
     status = _classify(ops, best, rnd, jump, diverging)
     return Outcome(best.df, best.err, status, step, nfev)
+
+
+def _look_again(
+    ops: Any, best: _Best, tabs: dict[float, _Tableau], f0: Callable[[], Any] | None
+) -> tuple[Any, int]:
+    """Entries the wide scale converged on that smaller steps must confirm, and f's calls.
+
+    Look again at smaller steps, on the other scale, where the first one may deceive: a
+    slope jump may be aliasing (periodic f, steps near a multiple of its period), where a
+    kink persists; an exact zero may be x below the step's resolution (x**2 at 1e-150), or
+    f exactly 0 all around a point where it is not (a narrow peak): then f(x) is not 0.
+    Suspect entries lose their score, so that any later estimate replaces them.
+    """
+    calls = 0
+    converged = best.converged()
+    jump = best.pick(tabs, "jump", 0.0)
+    suspect = converged & (ops.abs(jump) > _policy.KINK_FACTOR * best.tolerance())
+    zeros = converged & (best.fmax == 0.0)
+    if f0 is not None and ops.any(zeros):
+        fx = f0()
+        calls += 1
+        suspect = suspect | (zeros & (ops.abs(fx) > 0.0))
+    best.score = ops.where(suspect, math.inf, best.score)
+    return suspect | (converged & ops.logical_not(best.strict())), calls
 
 
 def _classify(ops: Any, best: _Best, rnd: Any, jump: Any, diverging: Any) -> Any:
