@@ -478,6 +478,41 @@ def _check_num_classes(num_classes: Any) -> int | None:
     return int(num_classes)
 
 
+def _check_run_options(cfg: TrainConfig, resume: bool, out: Any, workers: Any) -> None:
+    """Refuse options of `train` that contradict each other, before anything is loaded."""
+    if resume and out is None:
+        raise ArgumentError("resume: needs out, the directory of the run to continue")
+    if workers is not None and cfg.gradient != "numerical":
+        raise ArgumentError(
+            f"workers: only the numerical gradient runs on workers; found gradient="
+            f"{cfg.gradient!r} (pass gradient='numerical', or leave workers out)"
+        )
+
+
+def _resumed(
+    found: Any,
+    out_dir: Path,
+    cfg: TrainConfig,
+    history: dict[str, Any],
+    net: Any,
+    opt: Any,
+    batches: _trainloop.Minibatches,
+    show: ProgressBar,
+) -> dict[str, Any]:
+    """The checkpointed run's history, with net, optimizer and minibatch stream restored.
+
+    Its settings must match this run's (`TrainConfig.must_match`), and its optimizer
+    state the optimizer (checked more strictly for one built by name).
+    """
+    by_name, must_match = isinstance(cfg.optimizer, str), TrainConfig.must_match()
+    recorded = history["config"]
+    history = _checkpointer.restore(
+        found, out_dir, recorded, net, opt, batches.rng, by_name, must_match
+    )
+    show.note(f"xgrad train: resuming {out_dir} at iteration {found.iteration} of {cfg.iters}")
+    return history
+
+
 def train(
     config: TrainConfig | None = None,
     *,
@@ -545,13 +580,7 @@ def train(
     t_start = time.perf_counter()
     cfg = _settings(config, settings)
     num_classes = _check_num_classes(num_classes)
-    if resume and out is None:
-        raise ArgumentError("resume: needs out, the directory of the run to continue")
-    if workers is not None and cfg.gradient != "numerical":
-        raise ArgumentError(
-            f"workers: only the numerical gradient runs on workers; found gradient="
-            f"{cfg.gradient!r} (pass gradient='numerical', or leave workers out)"
-        )
+    _check_run_options(cfg, resume, out, workers)
     from xgrad.datasets import get_spec
 
     spec = get_spec(cfg.dataset)
@@ -568,13 +597,8 @@ def train(
         start = 0
         if found is not None:
             assert out_dir is not None
-            by_name, must_match = isinstance(cfg.optimizer, str), TrainConfig.must_match()
-            recorded = history["config"]
-            history = _checkpointer.restore(
-                found, out_dir, recorded, net, opt, batches.rng, by_name, must_match
-            )
+            history = _resumed(found, out_dir, cfg, history, net, opt, batches, show)
             start = found.iteration
-            show.note(f"xgrad train: resuming {out_dir} at iteration {start} of {cfg.iters}")
         last = start if out_dir is not None and start else None
         run = _Run(cfg, net, opt, d, b, show, out_dir, batches.rng, callback, history, last)
         run.t_start = t_start
