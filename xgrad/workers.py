@@ -818,8 +818,9 @@ def local_cluster(n: int) -> Any:
     (`benchmarks/bench_workers.py`). The BLAS thread caps Dask sets are kept.
     """
     import dask
-    import distributed
+    import distributed as _distributed
 
+    distributed: Any = _distributed  # its constructors are untyped
     environ = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
         return distributed.LocalCluster(
@@ -841,12 +842,13 @@ def cli_workers(count: int | None, scheduler: str | None) -> Iterator[Any]:
         yield count
         return
     try:
-        import distributed
+        import distributed as _distributed
     except ImportError:
         raise WorkersError(
             "--scheduler: needs Dask's distributed (pip install 'xgrad[dask]')"
         ) from None
-    cluster = None
+    distributed: Any = _distributed  # its constructors are untyped
+    cluster: Any = None
     if scheduler == "local":
         n = count if count is not None else (os.cpu_count() or 1)
         resolve(n)

@@ -190,14 +190,14 @@ class Backend:
             isinstance(dtype, type) and issubclass(dtype, np.generic)
         ):
             try:
-                return np.dtype(dtype).name
+                return str(np.dtype(dtype).name)
             except TypeError:  # "banana": not a dtype; callers say what they expected
                 return str(dtype)
         for candidate in _KNOWN_DTYPES:
             if dtype == getattr(self.xp, candidate, None):
                 return candidate
         try:
-            return np.dtype(dtype).name
+            return str(np.dtype(dtype).name)
         except TypeError:
             return str(dtype)
 

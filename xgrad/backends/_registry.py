@@ -120,7 +120,8 @@ _type_owner: dict[type, str] = {}  # array type -> backend name ("" for non-arra
 
 def _builtin_entry(name: str) -> BackendEntry:
     module = importlib.import_module(f"xgrad.backends.{name}")
-    return module.ENTRY
+    entry: BackendEntry = module.ENTRY
+    return entry
 
 
 def _ensure_loaded() -> None:

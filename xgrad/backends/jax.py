@@ -105,7 +105,8 @@ def enable_float64() -> None:
     """Switch on JAX's float64 (``jax_enable_x64``): the test matrix runs in float64."""
     import jax
 
-    jax.config.update("jax_enable_x64", True)
+    config: Any = jax.config  # untyped in jax's stubs
+    config.update("jax_enable_x64", True)
 
 
 def vjp(f: Any, primals: tuple[Any, ...], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:

@@ -71,7 +71,8 @@ def create(device: str | None) -> Backend:
             return None
 
     def to_numpy(x: Any) -> np.ndarray:
-        return x.detach().to("cpu").numpy()
+        host: np.ndarray = x.detach().to("cpu").numpy()
+        return host
 
     return Backend(
         name="torch",
