@@ -509,8 +509,16 @@ class _ClientRunner(_Runner):
             todo = [k for k in range(len(tasks)) if not done[k]]
             futures: list[Any] = []
             try:
+                # One map: the scheduler receives the round as one graph update, not a
+                # message per task.
                 futures.extend(
-                    client.submit(_run_task, key, ref, tasks[k], pure=False) for k in todo
+                    client.map(
+                        _run_task,
+                        [key] * len(todo),
+                        [ref] * len(todo),
+                        [tasks[k] for k in todo],
+                        pure=False,
+                    )
                 )
                 for k, value in zip(todo, client.gather(futures), strict=True):
                     ordered[k] = value
