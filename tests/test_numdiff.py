@@ -425,3 +425,59 @@ def test_public_names() -> None:
     assert xgrad.numerical_diff is numerical_diff
     assert xgrad.numerical_gradient is numerical_gradient
     assert xgrad.DiffResult is DiffResult
+
+
+# -- "richardson": one formula, in xgrad._policy ------------------------------------------
+
+
+def test_richardson_with_explicit_h_is_one_extrapolation_of_central_quotients() -> None:
+    """(4 D(h/2) - D(h)) / 3 with D the central quotient, for every function that has it."""
+    x, h = np.array([0.3, 1.7]), 1e-2
+
+    def quotient(step: float) -> np.ndarray:
+        return (np.sin(x + step) - np.sin(x - step)) / (2 * step)
+
+    expected = (4 * quotient(h / 2) - quotient(h)) / 3
+    results = {
+        "numerical_diff": numerical_diff(np.sin, x, h, method="richardson"),
+        "numerical_gradient": numerical_gradient(
+            lambda v: np.sum(np.sin(v)), x.copy(), h, method="richardson"
+        ),
+        "jacobian": np.diag(xgrad.jacobian(np.sin, x, h, method="richardson")),
+    }
+    for name, got in results.items():
+        np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=name)
+        # The h**2 term is gone: far closer to cos than the central quotient at h.
+        assert np.max(np.abs(got - np.cos(x))) < 1e-3 * np.max(np.abs(quotient(h) - np.cos(x)))
+
+
+def test_every_richardson_step_goes_through_policy_extrapolate(monkeypatch) -> None:
+    from xgrad import _policy
+
+    calls: list[float] = []
+    real = _policy.extrapolate
+
+    def spy(coarse, fine, ratio=4.0):
+        calls.append(ratio)
+        return real(coarse, fine, ratio)
+
+    monkeypatch.setattr(_policy, "extrapolate", spy)
+    x = np.array([0.3, 1.7])
+    users = {
+        "numerical_diff": lambda: numerical_diff(np.sin, x, 1e-2, method="richardson"),
+        "numerical_gradient": lambda: numerical_gradient(
+            lambda v: np.sum(np.sin(v)), x.copy(), 1e-2, method="richardson"
+        ),
+        "jacobian": lambda: xgrad.jacobian(np.sin, x, 1e-2, method="richardson"),
+        "hessian": lambda: xgrad.hessian(lambda v: np.sum(np.sin(v)), x),
+        "gradcheck": lambda: xgrad.gradcheck(
+            lambda v: np.sum(np.sin(v)), x, grad=np.cos, method="richardson"
+        ),
+        "search": lambda: numerical_diff(np.sin, x, method="richardson"),
+    }
+    for name, use in users.items():
+        calls.clear()
+        use()
+        assert calls, f"{name} did not extrapolate through xgrad._policy.extrapolate"
+        # One step (ratio 4) for the explicit-h forms; the tableau also uses 16, 64, ...
+        assert 4.0 in calls, name

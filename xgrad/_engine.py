@@ -94,7 +94,7 @@ class _Tableau:
             entries = []
             for j in range(1, self.k + 1):
                 lower = row[j - 1]
-                t = lower + (lower - self.prev[j - 1]) / (st.ratio**j - 1.0)
+                t = _policy.extrapolate(self.prev[j - 1], lower, st.ratio**j)
                 e = ops.maximum(ops.abs(t - lower), ops.abs(t - self.prev[j - 1]))
                 e = e + 2.0 * rnd + ops.eps_f * ops.abs(t) + ops.err_floor
                 entries.append((t, ops.finite_or_inf(e, t)))

@@ -91,8 +91,10 @@ class Stencil:
     exponent: float
 
 
-#: The methods. "richardson" is the central stencil with an exhaustive search (every
-#: scale, every level until the error grows) instead of stopping at the tolerance.
+#: The methods. "richardson" is the central stencil with Richardson extrapolation carried
+#: as far as it helps: with h=None an exhaustive search (every scale, every level of the
+#: tableau until the error grows) instead of stopping at the tolerance; with an explicit h
+#: the one step of `extrapolate` from h and h/2.
 METHODS: dict[str, Stencil] = {
     "central": Stencil("central", 1.0, -1.0, 4.0, 1.0 / 3.0),
     "forward": Stencil("forward", 1.0, 0.0, 2.0, 1.0 / 2.0),
@@ -178,7 +180,19 @@ def reference_step(method: str, dtype_name: str) -> float:
 
 
 def extrapolate(coarse: Any, fine: Any, ratio: float = 4.0) -> Any:
-    """One Richardson step from quotients at h and h/2: ``fine + (fine - coarse) / (r - 1)``."""
+    """Richardson extrapolation, xgrad's one formula for it: ``fine + (fine - coarse) / (r - 1)``.
+
+    ``coarse`` and ``fine`` are estimates at steps h and h/2 whose leading error term
+    shrinks by ``ratio`` when h is halved; the result cancels that term. For central
+    differences (``ratio`` 4) it is ``(4 D(h/2) - D(h)) / 3``: ``method="richardson"`` with
+    an explicit h (`numerical_diff`, `numerical_gradient`, `jacobian`), gradcheck's
+    float32 reference and `hessian`'s two levels take this one step. The search's Neville
+    tableau (`xgrad._engine`) applies it repeatedly, with ``ratio**j`` at column j; with
+    ``h=None``, ``method="richardson"`` runs that tableau to the end (see `METHODS`).
+
+    >>> extrapolate(5.0, 2.0)  # D(h) = 1 + 16 h**2 at h = 1/2 and 1/4: the limit, 1
+    1.0
+    """
     return fine + (fine - coarse) / (ratio - 1.0)
 
 

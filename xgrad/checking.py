@@ -319,7 +319,8 @@ def gradcheck(
     method : {"auto", "central", "float64", "richardson"}
         How the reference is computed: ``"central"`` in the dtype of the gradient,
         ``"float64"`` on a float64 copy, ``"richardson"`` as ``(4 D(h/2) - D(h)) / 3`` in
-        the dtype of the gradient. ``"auto"``: central in float64; in float32, float64 if
+        the dtype of the gradient (Richardson extrapolation, as `numerical_diff`'s with
+        an explicit h). ``"auto"``: central in float64; in float32, float64 if
         the backend has it (and a model has ``astype``), else Richardson.
     backend : str or Backend, optional
         Backend of the inputs (default: theirs).

@@ -104,7 +104,8 @@ def jacobian(
         Step, used as given (no error control). None: the error-controlled search of
         `numerical_diff`, per column, every entry with an error estimate and a status.
     method : {"central", "forward", "backward", "complex", "richardson"}
-        As in `numerical_diff`.
+        As in `numerical_diff` (``"richardson"``: ``(4 D(h/2) - D(h)) / 3`` with an
+        explicit h, the exhaustive search with ``h=None``).
     rtol, atol : float, optional
         Tolerance per entry: ``error <= atol + rtol * |J_ij|``. Defaults: ``rtol`` 1e-8
         (float64), 1e-3 (float32); ``atol`` ``rtol * max|f(x)| / max(max|x|, 1)``, the
@@ -446,7 +447,7 @@ def _explicit_columns(
             if method == "richardson":
                 fu, fd = part + step / 2, part - step / 2
                 fine = (sub.values(fu) - sub.values(fd)) / (fu - fd)[:, None]
-                cols = fine + (fine - cols) / 3.0
+                cols = _policy.extrapolate(cols, fine)
         else:
             sign = 1.0 if stencil.b == 0.0 else -1.0
             moved = part + sign * step

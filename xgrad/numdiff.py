@@ -118,9 +118,12 @@ def numerical_diff(
         then: the caller chose the step. None: the error-controlled search (Notes).
     method : {"central", "forward", "backward", "complex", "richardson"}
         ``"complex"``: ``Im f(x + ih) / h``, one evaluation and no cancellation, for f
-        real-analytic and computing in complex. ``"richardson"``: the search of
-        ``"central"`` run exhaustively (every step until the error estimate grows), for
-        the most accurate result; ``"forward"``/``"backward"``: one-sided quotients, for
+        real-analytic and computing in complex. ``"richardson"``: central quotients
+        ``D(h)`` with Richardson extrapolation, ``(4 D(h/2) - D(h)) / 3``
+        (`xgrad._policy.extrapolate`): with an explicit h that one step (four
+        evaluations); with ``h=None`` the search of ``"central"`` with its tableau of
+        such steps run exhaustively (every step until the error estimate grows), for the
+        most accurate result. ``"forward"``/``"backward"``: one-sided quotients, for
         one-sided derivatives.
     rtol, atol : float, optional
         Tolerance per element: success means ``error <= atol + rtol * |df|`` (plus f's own
@@ -497,10 +500,9 @@ def _explicit(
             df = (f0 - fm) / h
             stuck = x - h == x
         if method == "richardson":
-            # Richardson with a given step: one extrapolation from h and h/2.
+            # With a given step: one extrapolation, from h and h/2.
             gp, gm = ops.evaluate([x + h / 2, x - h / 2], True)
-            fine = (gp - gm) / h
-            df = fine + (fine - df) / 3.0
+            df = _policy.extrapolate(df, (gp - gm) / h)
         nfev = 4 if method == "richardson" else 2
         err: Any = math.nan
         if full_output:
@@ -588,8 +590,9 @@ def numerical_gradient(
         Step, used as given (``(f(x+h) - f(x-h)) / (2*h)``, as in the book), without error
         control. None: the error-controlled search of `numerical_diff`, per element.
     method : {"central", "forward", "backward", "complex", "richardson"}
-        As in `numerical_diff`. ``"complex"`` is always functional (f receives a complex
-        copy); with an explicit h, ``"richardson"`` extrapolates from h and h/2.
+        As in `numerical_diff` (``"richardson"``: ``(4 D(h/2) - D(h)) / 3`` with an
+        explicit h, the exhaustive search with ``h=None``). ``"complex"`` is always
+        functional (f receives a complex copy).
     rtol, atol : float, optional
         Tolerance per element, norm-wise: success means ``error <= atol + rtol * |g_i|``
         with a default ``atol`` of ``rtol * max|g|`` (small entries are judged against the
@@ -900,8 +903,7 @@ def _gradient_explicit(
         else:
             d = (values[0] - values[1]) / (2 * h)
         if method == "richardson":
-            fine = (values[2] - values[3]) / (pts[2] - pts[3])
-            return fine + (fine - d) / 3.0
+            return _policy.extrapolate(d, (values[2] - values[3]) / (pts[2] - pts[3]))
         return d
 
 
