@@ -45,7 +45,8 @@ def book_step(
     """One iteration of the book's loop on checked rows: gradient, update, then the loss.
 
     The loss is the minibatch's after the update (the book's order), a 0-d device array.
-    ``workers``: the numerical gradient's per-element loop on them (`xgrad.workers`).
+    ``workers``: the numerical gradient's per-element loop on them (`xgrad.workers`);
+    ``chunk_size``: its perturbations per pass (`TwoLayerNet.numerical_gradient`).
     """
 
     def step(x_batch: Any, t_batch: Any) -> Any:

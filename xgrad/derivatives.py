@@ -115,10 +115,13 @@ def jacobian(
     on_failure : {"warn", "raise"}
         A flagged entry gives an `AccuracyWarning` naming it, or an `AccuracyError`.
     batch_size : int, optional
-        f receives stacks ``(k, *x.shape)`` of k perturbed copies and returns
-        ``(k, *f(x).shape)``.
+        f is batched: it receives stacks ``(k, *x.shape)`` of at most ``batch_size``
+        perturbed copies (the leading, batch axis, as a minibatch is for a net) and
+        returns ``(k, *f(x).shape)``.
     chunk_size : int, optional
-        Columns computed at once (memory: result + chunk * (x.size + f(x).size)).
+        Perturbations per pass: columns of J (elements of x moved) computed together
+        (memory: the result plus about ``chunk_size * (x.size + f(x).size)``). Default:
+        ``batch_size``, else a bound on the search's temporaries.
     backend : str or Backend, optional
         Backend for x given as a list or NumPy array.
     dtype : {"float32", "float64"}, optional
@@ -519,9 +522,13 @@ def hessian(
     on_failure : {"warn", "raise"}
         A flagged entry gives an `AccuracyWarning` naming it, or an `AccuracyError`.
     batch_size : int, optional
-        f receives stacks ``(k, *x.shape)`` and returns k values.
+        f is batched: it receives stacks ``(k, *x.shape)`` of at most ``batch_size``
+        perturbed copies and returns k values.
     chunk_size : int, optional
-        Perturbed copies built at once (stacked evaluation only).
+        Perturbations per pass: perturbed copies of x (one element moved for the
+        diagonal, a pair above it) built together, where x cannot be perturbed in place
+        and f takes one copy at a time. With ``batch_size``, copies are built
+        ``batch_size`` at a time instead.
     backend : str or Backend, optional
         Backend for x given as a list or NumPy array.
     dtype : {"float32", "float64"}, optional

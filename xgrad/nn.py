@@ -413,8 +413,9 @@ class TwoLayerNet:
         h : float, optional
             Step; default :func:`default_step` of the dtype (the book's 1e-4 in float64).
         chunk_size : int, optional
-            Perturbations evaluated per vectorized call by the exact evaluations (ReLU units
-            next to their kink; the engine of :meth:`loss_differences` when it is used).
+            Perturbations per pass, as in :meth:`loss_differences`: parameter elements moved
+            together by the exact evaluations (the engine of :meth:`loss_differences` when
+            it is used; the ReLU units next to their kink get the same memory budget).
         workers : int, executor, map-like, distributed.Client or list of devices, optional
             Run the book's loop instead, two full forward passes per element, with the
             perturbations in chunks on these workers (see :mod:`xgrad.workers`): bit for
@@ -497,9 +498,10 @@ class TwoLayerNet:
         ``loss(p+) - loss(p-)``: it is the numerical gradient of the real loss, computed
         more accurately than the loop computes it.
 
-        All ``(i, j)`` pairs of a chunk are evaluated together as arrays of shape
-        ``(2, n_i, N, n_j, C)``. ``chunk_size`` is the number of pairs per chunk (default
-        about a million array elements, tuned for CPUs); on a GPU pass tens of thousands.
+        ``chunk_size`` is the number of perturbations per pass: parameter elements
+        ``(i, j)`` moved together, each by ``+h`` and ``-h``, as arrays of shape
+        ``(2, n_i, N, n_j, C)`` (default about a million array elements, tuned for CPUs;
+        on a GPU pass tens of thousands).
         """
         xp = self.backend.xp
         x, _ = self._inputs(x)

@@ -603,8 +603,9 @@ def numerical_gradient(
         An element that misses its tolerance gives an `AccuracyWarning` naming it, or
         with ``"raise"`` an `AccuracyError`.
     batch_size : int, optional
-        Fast path: f receives stacks of shape ``(k, *x.shape)`` of up to ``k`` perturbed
-        copies and returns ``k`` values. Not for dict input.
+        Fast path: f is batched, receiving stacks ``(k, *x.shape)`` of at most
+        ``batch_size`` perturbed copies (the leading, batch axis, as a minibatch is for a
+        net) and returning ``k`` values. Not for dict input.
     backend : str or Backend, optional
         Backend for x given as lists or NumPy arrays (moving an array means a copy).
     dtype : {"float32", "float64"}, optional
