@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from xgrad import _compat
+from xgrad import _compat, _policy
 from xgrad.backends._registry import matmul
 from xgrad.functions import _sigmoid, _softmax_cross_entropy
 
@@ -65,11 +65,6 @@ _MAX_RATIO = 1.0 / 16.0
 _TRUNCATION = {"float64": 1e-19, "float32": 1e-10}
 # Bound of |sigmoid'(z)| for |Im z| <= 1: 1 / (4 cos(1/2)**2).
 _SIGMOID_SLOPE = 1.0 / (4.0 * math.cos(0.5) ** 2)
-
-
-def _steps(p: Any, h: float) -> tuple[Any, Any]:
-    """Effective steps ``(p + h) - p`` and ``(p - h) - p``, exact in floating point."""
-    return (p + h) - p, (p - h) - p
 
 
 def series_order(ratio: float, dtype_name: str) -> int | None:
@@ -138,10 +133,10 @@ def structured_gradient(
     ones = xp.ones((n, 1), dtype=x.dtype, device=dev)
     x_aug = xp.concat([x, ones], axis=1)  # (N, D + 1): b1 is the weight of input 1
     w_aug = xp.concat([W1, xp.expand_dims(b1, axis=0)], axis=0)  # (D + 1, H)
-    up, down = _steps(w_aug, h)
+    up, down = _policy.representable_steps(w_aug, h)
     z_aug = xp.concat([z1, ones], axis=1)  # (N, H + 1): b2 is the weight of input 1
     w2_aug = xp.concat([W2, xp.expand_dims(b2, axis=0)], axis=0)  # (H + 1, C)
-    up2, down2 = _steps(w2_aug, h)
+    up2, down2 = _policy.representable_steps(w2_aug, h)
 
     # The one host transfer: sizes that fix the series orders (and the fallbacks).
     x_abs = xp.max(xp.abs(x_aug), axis=1)  # (N,), >= 1 through the bias column
@@ -340,10 +335,10 @@ def _second_layer(
         return xp.sum(per_sample, axis=-1) / n
 
     out = {}
-    up, down = _steps(b2, h)
+    up, down = _policy.representable_steps(b2, h)
     col_up, col_down = xp.expand_dims(up, axis=1), xp.expand_dims(down, axis=1)
     out["b2"] = (logit_change(col_up) - logit_change(col_down)) / (up - down)
-    up, down = _steps(W2, h)
+    up, down = _policy.representable_steps(W2, h)
     z1_t = xp.expand_dims(z1.T, axis=1)  # (H, 1, N)
     moved_up = logit_change(xp.expand_dims(up, axis=2) * z1_t)
     moved_down = logit_change(xp.expand_dims(down, axis=2) * z1_t)

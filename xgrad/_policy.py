@@ -50,6 +50,7 @@ __all__ = [
     "fixed_step",
     "reference_step",
     "representable",
+    "representable_steps",
     "second_step",
     "top",
 ]
@@ -263,6 +264,18 @@ def check_on_failure(on_failure: Any) -> str:
 def representable(x: Any, h: Any) -> Any:
     """The step actually taken: ``(x + h) - x``, so the quotient divides by a true distance."""
     return (x + h) - x
+
+
+def representable_steps(x: Any, h: Any) -> tuple[Any, Any]:
+    """The steps a central difference at x actually takes: ``((x + h) - x, (x - h) - x)``.
+
+    The distances to the two points as they are represented, so that the quotient
+    ``(f(x + h) - f(x - h)) / (up - down)`` divides by their distance, not by ``2h``.
+
+    >>> representable_steps(1.0, 1e-17)  # both points round to x
+    (0.0, 0.0)
+    """
+    return (x + h) - x, (x - h) - x
 
 
 def fixed_step(method: str, eps: float, scale: Any) -> Any:

@@ -179,7 +179,8 @@ def _is_model(target: Any) -> bool:
     return all(hasattr(target, a) for a in ("params", "loss", "gradient"))
 
 
-def _scalar(value: Any, what: str) -> float:
+def _float_result(value: Any, what: str) -> float:
+    """A scalar result (f's or a model's loss) as a float; an error naming ``what``."""
     try:
         out = float(to_numpy(value))
     except (TypeError, ValueError) as exc:
@@ -243,7 +244,7 @@ def _model_differences(
 
         def f(p: Any, key: str = key) -> float:
             model.params[key] = p
-            return _scalar(model.loss(x, t), "model.loss")
+            return _float_result(model.loss(x, t), "model.loss")
 
         try:
             out[key] = _element_differences(f, original, h)
@@ -380,7 +381,7 @@ def gradcheck(
             "gradcheck(f, x, grad=g, h=..., method=...): the fixed-step check takes one input"
             " and grad= (leave h and method unset for several inputs, vjp= or mode=)"
         )
-    return _check_function(target, inputs[0], grad, h, rtol, method, backend)
+    return _check_fixed_step(target, inputs[0], grad, h, rtol, method, backend)
 
 
 def _resolve_method(method: str, dtype: str, b: Backend, can_upcast: bool) -> str:
@@ -515,7 +516,7 @@ def _check_model(
     return GradcheckResult(rows, b.spec, dtype, _describe(method, dtype), h, rtol)
 
 
-def _check_function(
+def _check_fixed_step(
     f: Callable[[Any], Any],
     x: Any,
     grad: Any,
@@ -532,7 +533,7 @@ def _check_function(
     point = b.xp.astype(x, b.float_dtype("float64")) if method == "float64" else x
 
     def diffs(step: float) -> dict[str, _Differences]:
-        return {"x": _element_differences(lambda v: _scalar(f(v), "f(x)"), point, step)}
+        return {"x": _element_differences(lambda v: _float_result(f(v), "f(x)"), point, step)}
 
     reference, spread = _reference(diffs, method, h)
     rows = {"x": _compare("x", analytic, reference["x"], spread["x"], rtol)}
@@ -774,7 +775,7 @@ def _scalarized(f: Callable[..., Any], names: list[str], u: Any, xp: Any, count:
         count[0] += 1
         out = f(*(d[k] for k in names))
         if u is None:
-            return _scalar(out, "f(x)")
+            return _float_result(out, "f(x)")
         return float(to_numpy(xp.sum(out * u)))
 
     return g

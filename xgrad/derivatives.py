@@ -743,7 +743,8 @@ class _HessianValues:
         # A `xgrad.workers.Dispatch`: singles and pairs come from workers, same numbers.
         self.dispatch: Any = None
 
-    def _scalar(self, out: Any) -> float:
+    def _float(self, out: Any) -> float:
+        """f's value (checked to be a scalar) as a Python float."""
         if type(out) is float:  # the common case, without the checks below (per pair)
             return out
         if isinstance(out, np.floating) and out.dtype.itemsize >= 4:
@@ -753,7 +754,7 @@ class _HessianValues:
 
     def center(self) -> float:
         self.count += 1
-        return self._scalar(self.f(self.xp.asarray(self.work, copy=True)))
+        return self._float(self.f(self.xp.asarray(self.work, copy=True)))
 
     def singles(self, moved: np.ndarray) -> np.ndarray:
         if self.dispatch is not None:
@@ -765,7 +766,7 @@ class _HessianValues:
             for i in range(self.n):
                 try:
                     work[idx[i]] = float(moved[i])
-                    out[i] = self._scalar(self.f(work))
+                    out[i] = self._float(self.f(work))
                 finally:
                     work[idx[i]] = self.orig[i]
             self.count += self.n
@@ -793,7 +794,7 @@ class _HessianValues:
                         wj = idx[j]
                         try:
                             work[wj] = float(second[j])
-                            out[i, j] = self._scalar(f(work))
+                            out[i, j] = self._float(f(work))
                         finally:
                             work[wj] = orig[j]
                 finally:
@@ -823,12 +824,12 @@ class _HessianValues:
             try:
                 work[wi] = float(u[r])
                 if j is None or v is None:
-                    out[r] = self._scalar(f(work))
+                    out[r] = self._float(f(work))
                     continue
                 wj = idx[j[r]]
                 try:
                     work[wj] = float(v[r])
-                    out[r] = self._scalar(f(work))
+                    out[r] = self._float(f(work))
                 finally:
                     work[wj] = orig[j[r]]
             finally:
@@ -863,7 +864,7 @@ class _HessianValues:
                 out[sel] = b.to_numpy(res).astype(np.float64)
             else:
                 out[sel] = [
-                    self._scalar(self.f(xp.reshape(rows[r, ...], self.shape))) for r in range(k)
+                    self._float(self.f(xp.reshape(rows[r, ...], self.shape))) for r in range(k)
                 ]
         self.count += total
         return out

@@ -640,11 +640,6 @@ class _ParamLoss:
         return net._loss_rows(self.x, self.target)
 
 
-def _steps(p: Any, h: float) -> tuple[Any, Any]:
-    """Effective steps ``(p + h) - p`` and ``(p - h) - p``, exact in floating point."""
-    return (p + h) - p, (p - h) - p
-
-
 def _loss_differences(
     xp: Any, x: Any, target: Any, params: dict[str, Any], activation: str, h: float, chunk_size: int
 ) -> dict[str, tuple[Any, Any, Any, Any]]:
@@ -668,14 +663,14 @@ def _loss_differences(
     out: dict[str, tuple[Any, Any, Any, Any]] = {}
 
     # b2[c] and W2[j, c]: one logit moves, by d or by d * z1[:, j].
-    up, down = _steps(b2, h)
+    up, down = _policy.representable_steps(b2, h)
     out["b2"] = (
         logit_change(xp.expand_dims(up, axis=1)),
         logit_change(xp.expand_dims(down, axis=1)),
         up,
         down,
     )
-    up, down = _steps(W2, h)
+    up, down = _policy.representable_steps(W2, h)
     z1_t = xp.expand_dims(z1.T, axis=1)  # (H, 1, N)
     out["W2"] = (
         logit_change(xp.expand_dims(up, axis=2) * z1_t),
@@ -688,7 +683,7 @@ def _loss_differences(
     ones = xp.ones((n, 1), dtype=x.dtype, device=dev)
     x_aug_t = xp.concat([x, ones], axis=1).T  # (D + 1, N)
     w_aug = xp.concat([W1, xp.expand_dims(b1, axis=0)], axis=0)  # (D + 1, H)
-    up, down = _steps(w_aug, h)
+    up, down = _policy.representable_steps(w_aug, h)
     steps = xp.stack([up, down])  # (2, D + 1, H)
     target_w2 = matmul(target, W2.T)  # (N, H): sum_c t_c W2[j, c]
     y_b = xp.expand_dims(y, axis=1)  # (N, 1, C)
