@@ -107,7 +107,13 @@ class TrainConfig:
         ``"mnist"`` or ``"fashion-mnist"``, loaded by :func:`xgrad.datasets.load_mnist`.
         With ``data``, it gives the number of classes (10 for both).
     iters, batch_size, lr, hidden : int, int, float, int
-        The book's ``iters_num``, ``batch_size``, ``learning_rate`` and hidden size.
+        The book's ``iters_num``, ``batch_size`` (samples per minibatch), ``learning_rate``
+        and ``hidden_size``. Three are named as the CLI's options (``--iters``, ``--lr``,
+        ``--hidden``), and the names are the keys of the ``config`` that every run
+        directory's history records and that a resumed run is compared against: renaming
+        them would stop ``--resume`` from reading the runs already on disk. The book's
+        names stay where the book has them: ``TwoLayerNet(input_size, hidden_size,
+        output_size)``, ``gradient_descent(..., step_num=)``.
     activation : {"sigmoid", "relu"}
         Hidden activation: sigmoid is the book's ch. 4 net, relu its ch. 5 net.
     weight_init_std : float
