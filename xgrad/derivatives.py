@@ -586,7 +586,23 @@ def hessian(
 
         error = xp.reshape(b.asarray(err, dtype=xa.dtype), (*shape, *shape))
         return DiffResult(hess, error, values.count, "central", steps[-1], status, status == 0)
-    if h is not None and not bool(np.all(status == 0)):
+    _flag_hessian(b, xa, hess_host, err, status, h is not None, r, on_failure)
+    return hess
+
+
+def _flag_hessian(
+    b: Backend,
+    xa: Any,
+    hess_host: np.ndarray,
+    err: np.ndarray,
+    status: np.ndarray,
+    explicit: bool,
+    rtol: float,
+    on_failure: str,
+) -> None:
+    """Without full_output: refuse an explicit step's inf/nan, else warn of (or raise for)
+    the entries whose status is not 0."""
+    if explicit and not bool(np.all(status == 0)):
         from xgrad.errors import NonFiniteError
 
         raise NonFiniteError("f: not finite at some perturbation of x; the Hessian has inf/nan")
@@ -596,11 +612,10 @@ def hessian(
         err.reshape(status.shape),
         b.to_numpy(xa),
         what="hessian",
-        rtol=r,
+        rtol=rtol,
         on_failure=on_failure,
-        x_axes=len(shape),
+        x_axes=len(xa.shape),
     )
-    return hess
 
 
 def _hessian_steps(h: float | None, eps: float, host: np.ndarray) -> list[np.ndarray]:
