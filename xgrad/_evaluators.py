@@ -27,11 +27,25 @@ __all__ = [
     "is_writeable",
     "perturbed_stack",
     "quiet",
+    "resolve_workers",
     "scalar_value",
     "stack_values",
 ]
 
 _EPS32 = float(np.finfo(np.float32).eps)
+
+
+def resolve_workers(workers: Any, like: Any) -> Any:
+    """The runner of ``workers=`` (None: serial), checked before any evaluation.
+
+    ``like`` is the backend of the array to be perturbed (None where it is not known yet),
+    which a list of devices must match.
+    """
+    if workers is None:
+        return None
+    from xgrad import workers as _workers
+
+    return _workers.resolve(workers, like)
 
 
 # Probes of f outside its domain (log at x - h < 0) are expected and handled by the engine:

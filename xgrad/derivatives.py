@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from xgrad import _engine, _policy
-from xgrad._evaluators import PerturbOps, is_writeable, perturbed_stack, quiet, scalar_value
+from xgrad._evaluators import (
+    PerturbOps,
+    is_writeable,
+    perturbed_stack,
+    quiet,
+    resolve_workers,
+    scalar_value,
+)
 from xgrad._flags import flag
 from xgrad._policy import DiffStatus
 from xgrad.backends import Backend
@@ -44,15 +51,6 @@ def _check_positive(name: str, value: Any) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ArgumentError(f"{name}: expected a positive int or None, found {value!r}")
     return value
-
-
-def _resolve_workers(workers: Any, b: Backend) -> Any:
-    """The runner of ``workers=`` (None: serial), checked before any evaluation."""
-    if workers is None:
-        return None
-    from xgrad import workers as _workers
-
-    return _workers.resolve(workers, b)
 
 
 def _columns_matrix(b: Backend, rows: int, cols: int, dtype: Any, device: Any, blocks: Any) -> Any:
@@ -197,7 +195,7 @@ def _checked_input(
     _check_positive("chunk_size", chunk_size)
     _check_positive("batch_size", batch_size)
     xa, b = _float_input(x, backend, dtype)
-    return step, xa, b, _resolve_workers(workers, b)
+    return step, xa, b, resolve_workers(workers, b)
 
 
 def _jacobian_dispatch(

@@ -33,7 +33,8 @@ __all__ = [
 
 
 # -- input handling ---------------------------------------------------------------------
-def _float_input(x: Any, name: str) -> tuple[Any, Backend]:
+def _float_operand(x: Any, name: str) -> tuple[Any, Backend]:
+    """A book function's argument: a float array as it is, anything else made one."""
     owner = backend_of(x, strict=False)
     if owner is not None and owner.dtype_name(x.dtype) in ("float32", "float64"):
         return x, owner
@@ -182,7 +183,7 @@ def step_function(x: Any) -> Any:
     >>> step_function([-1.0, 0.0, 2.0]).tolist()
     [0.0, 0.0, 1.0]
     """
-    x, b = _float_input(x, "x")
+    x, b = _float_operand(x, "x")
     return b.xp.astype(x > 0, x.dtype)
 
 
@@ -195,7 +196,7 @@ def sigmoid(x: Any) -> Any:
     >>> sigmoid([0.0, 2.0]).round(6).tolist()
     [0.5, 0.880797]
     """
-    x, b = _float_input(x, "x")
+    x, b = _float_operand(x, "x")
     return _sigmoid(b.xp, x)
 
 
@@ -205,7 +206,7 @@ def sigmoid_grad(x: Any) -> Any:
     >>> float(sigmoid_grad(0.0))
     0.25
     """
-    x, b = _float_input(x, "x")
+    x, b = _float_operand(x, "x")
     s = _sigmoid(b.xp, x)
     return (1.0 - s) * s
 
@@ -216,7 +217,7 @@ def relu(x: Any) -> Any:
     >>> relu([-1.0, 0.5]).tolist()
     [0.0, 0.5]
     """
-    x, b = _float_input(x, "x")
+    x, b = _float_operand(x, "x")
     return b.xp.maximum(x, 0.0)
 
 
@@ -229,7 +230,7 @@ def relu_grad(x: Any) -> Any:
     >>> relu_grad([-1.0, 0.0, 2.0]).tolist()
     [0.0, 1.0, 1.0]
     """
-    x, b = _float_input(x, "x")
+    x, b = _float_operand(x, "x")
     return b.xp.astype(x >= 0, x.dtype)
 
 
@@ -241,7 +242,7 @@ def softmax(x: Any, axis: int = -1) -> Any:
     >>> softmax([1010.0, 1000.0, 990.0]).round(8).tolist()
     [0.9999546, 4.54e-05, 0.0]
     """
-    x, b = _float_input(x, "x")
+    x, b = _float_operand(x, "x")
     if x.ndim == 0:
         raise ArgumentError("x: expected an array with at least one dimension, found a scalar")
     return _softmax(b.xp, x, axis=axis)
@@ -284,7 +285,7 @@ def cross_entropy_error(y: Any, t: Any, eps: float = 1e-7) -> Any:
     >>> round(float(cross_entropy_error(y, t)), 6)
     0.510825
     """
-    y, b = _float_input(y, "y")
+    y, b = _float_operand(y, "y")
     b = resolve_backend(b, y, t)
     xp = b.xp
     if y.ndim not in (1, 2):
@@ -304,7 +305,7 @@ def mean_squared_error(y: Any, t: Any) -> Any:
     >>> round(float(mean_squared_error(y, t)), 6)
     0.0975
     """
-    y, b = _float_input(y, "y")
+    y, b = _float_operand(y, "y")
     b = resolve_backend(b, y, t)
     t, _ = as_float_array(t, backend=b, dtype=b.dtype_name(y.dtype), name="t")
     if _shape(t) != _shape(y):

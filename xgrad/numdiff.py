@@ -25,6 +25,7 @@ from xgrad._evaluators import (
     ScalarOps,
     is_writeable,
     quiet,
+    resolve_workers,
     scalar_value,
 )
 from xgrad._flags import flag, warn
@@ -647,7 +648,7 @@ def numerical_gradient(
     ):
         raise ArgumentError(f"batch_size: expected a positive int or None, found {batch_size!r}")
     settings = (h, method, rtol, atol, full_output, on_failure)
-    runner = _resolve_workers(workers, x, backend)
+    runner = _workers_runner(workers, x, backend)
     if isinstance(x, Mapping):
         if batch_size is not None:
             raise ArgumentError("batch_size: not supported for a dict x; pass one array at a time")
@@ -675,16 +676,14 @@ def numerical_gradient(
     return _gradient(f, arr, b, not same, batch_size, "x", *settings, workers=runner, user=(f, x))
 
 
-def _resolve_workers(workers: Any, x: Any, backend: Any) -> Any:
-    """The runner of ``workers=`` (None: serial), checked before any evaluation."""
+def _workers_runner(workers: Any, x: Any, backend: Any) -> Any:
+    """`resolve_workers` for x, an array or a dict of them (the backend of its first)."""
     if workers is None:
         return None
-    from xgrad import workers as _workers
-
     first = next(iter(x.values()), None) if isinstance(x, Mapping) else x
     owner = backend_of(first, strict=False) if first is not None else None
     like = resolve_backend(backend) if backend is not None else owner
-    return _workers.resolve(workers, like)
+    return resolve_workers(workers, like)
 
 
 def _prepare(value: Any, backend: Any, dtype: Any, name: str) -> tuple[Any, Backend, bool]:
