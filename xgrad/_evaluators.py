@@ -18,34 +18,22 @@ from typing import Any
 
 import numpy as np
 
+from xgrad.backends import Backend
 from xgrad.errors import ArgumentError, ArgumentTypeError
 
 __all__ = [
+    "HessianValues",
     "ElementwiseOps",
     "PerturbOps",
     "ScalarOps",
     "is_writeable",
     "perturbed_stack",
     "quiet",
-    "resolve_workers",
     "scalar_value",
     "stack_values",
 ]
 
 _EPS32 = float(np.finfo(np.float32).eps)
-
-
-def resolve_workers(workers: Any, like: Any) -> Any:
-    """The runner of ``workers=`` (None: serial), checked before any evaluation.
-
-    ``like`` is the backend of the array to be perturbed (None where it is not known yet),
-    which a list of devices must match.
-    """
-    if workers is None:
-        return None
-    from xgrad import workers as _workers
-
-    return _workers.resolve(workers, like)
 
 
 # Probes of f outside its domain (log at x - h < 0) are expected and handled by the engine:
@@ -558,3 +546,159 @@ class PerturbOps(_ArrayMath):
                 f"return {k} values (shape {expected}), found shape {tuple(out.shape)}"
             )
         return self.xp.reshape(out, (k, *self._row()))
+
+
+class HessianValues:
+    """f at x with one or two elements moved, as host float64 arrays.
+
+    In place on a private copy where the backend allows (two element writes per value,
+    no copy of x), else on stacked copies built with ``where``.
+    """
+
+    def __init__(
+        self,
+        f: Callable[[Any], Any],
+        b: Backend,
+        xa: Any,
+        batch_size: int | None,
+        chunk_size: int | None,
+    ) -> None:
+        xp = b.xp
+        self.f, self.b, self.xp = f, b, xp
+        self.shape = tuple(xa.shape)
+        self.n = math.prod(self.shape)
+        self.batch_size, self.chunk_size = batch_size, chunk_size
+        self.work = xp.asarray(xa, copy=True)
+        self.inplace = batch_size is None and is_writeable(self.work)
+        self.flat = xp.reshape(xa, (-1,))
+        self.orig = b.to_numpy(self.flat).tolist()
+        self.index = list(np.ndindex(*self.shape)) if self.shape else [()]
+        self.count = 0
+        # A `xgrad.workers.Dispatch`: singles and pairs come from workers, same numbers.
+        self.dispatch: Any = None
+
+    def _float(self, out: Any) -> float:
+        """f's value (checked to be a scalar) as a Python float."""
+        if type(out) is float:  # the common case, without the checks below (per pair)
+            return out
+        if isinstance(out, np.floating) and out.dtype.itemsize >= 4:
+            return float(out)
+        value = scalar_value(out, self.b)
+        return float(self.b.to_numpy(value)) if self.b.owns(value) else float(value)
+
+    def center(self) -> float:
+        self.count += 1
+        return self._float(self.f(self.xp.asarray(self.work, copy=True)))
+
+    def singles(self, moved: np.ndarray) -> np.ndarray:
+        if self.dispatch is not None:
+            self.count += self.n
+            return self.dispatch.run([(np.arange(self.n), moved)])[0]
+        if self.inplace:
+            out = np.empty(self.n)
+            work, idx = self.work, self.index
+            for i in range(self.n):
+                try:
+                    work[idx[i]] = float(moved[i])
+                    out[i] = self._float(self.f(work))
+                finally:
+                    work[idx[i]] = self.orig[i]
+            self.count += self.n
+            return out
+        rows = np.arange(self.n)
+        return self._stacked(rows, moved, None, None)
+
+    def pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """(n, n) host array: entry (i, j), i < j, is f with x[i] = first[i], x[j] = second[j]."""
+        n = self.n
+        out = np.zeros((n, n))
+        if self.dispatch is not None:
+            ii, jj = np.triu_indices(n, 1)
+            if ii.size:
+                segment = (ii, first[ii], jj, second[jj])
+                out[ii, jj] = self.dispatch.run([segment])[0]
+            self.count += int(ii.size)
+        elif self.inplace:
+            work, idx, orig, f = self.work, self.index, self.orig, self.f
+            for i in range(n):
+                wi = idx[i]
+                try:
+                    work[wi] = float(first[i])
+                    for j in range(i + 1, n):
+                        wj = idx[j]
+                        try:
+                            work[wj] = float(second[j])
+                            out[i, j] = self._float(f(work))
+                        finally:
+                            work[wj] = orig[j]
+                finally:
+                    work[wi] = orig[i]
+            self.count += n * (n - 1) // 2
+        else:
+            ii, jj = np.triu_indices(n, 1)
+            if ii.size:
+                out[ii, jj] = self._stacked(ii, first[ii], jj, second[jj])
+        return out + out.T
+
+    def worker_rows(
+        self,
+        i: np.ndarray,
+        u: np.ndarray,
+        j: np.ndarray | None = None,
+        v: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """f with ``x[i[r]] = u[r]`` (and ``x[j[r]] = v[r]``), row r, as the serial loops
+        compute it (a worker's share of singles or pairs)."""
+        if not self.inplace:
+            return self._stacked(i, u, j, v)
+        out = np.empty(i.size)
+        work, idx, orig, f = self.work, self.index, self.orig, self.f
+        for r in range(i.size):
+            wi = idx[i[r]]
+            try:
+                work[wi] = float(u[r])
+                if j is None or v is None:
+                    out[r] = self._float(f(work))
+                    continue
+                wj = idx[j[r]]
+                try:
+                    work[wj] = float(v[r])
+                    out[r] = self._float(f(work))
+                finally:
+                    work[wj] = orig[j[r]]
+            finally:
+                work[wi] = orig[i[r]]
+        return out
+
+    def _stacked(
+        self, i: np.ndarray, u: np.ndarray, j: np.ndarray | None, v: np.ndarray | None
+    ) -> np.ndarray:
+        b, xp = self.b, self.xp
+        total = i.size
+        chunk = self.batch_size or self.chunk_size or max(1, min(total, 2**20 // max(self.n, 1)))
+        out = np.empty(total)
+        dt = self.flat.dtype
+        for start in range(0, total, chunk):
+            stop = min(total, start + chunk)
+            sel = slice(start, stop)
+            first = (b.asarray(i[sel].astype(np.int64)), b.asarray(u[sel], dtype=dt))
+            second = None
+            if j is not None and v is not None:
+                second = (b.asarray(j[sel].astype(np.int64)), b.asarray(v[sel], dtype=dt))
+            rows = perturbed_stack(xp, self.flat, first, second)
+            k = stop - start
+            if self.batch_size is not None:
+                res = self.f(xp.reshape(rows, (k, *self.shape)))
+                res = res if b.owns(res) else b.asarray(res)
+                if tuple(res.shape) != (k,):
+                    raise ArgumentError(
+                        f"f: with batch_size, f receives a stack of shape {(k, *self.shape)} "
+                        f"and must return {k} values, found shape {tuple(res.shape)}"
+                    )
+                out[sel] = b.to_numpy(res).astype(np.float64)
+            else:
+                out[sel] = [
+                    self._float(self.f(xp.reshape(rows[r, ...], self.shape))) for r in range(k)
+                ]
+        self.count += total
+        return out

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 
 from xgrad._policy import DiffStatus
-from xgrad._warnings import user_stacklevel, warn
+from xgrad._warnings import warn
 from xgrad.errors import AccuracyError, AccuracyWarning, NonFiniteError
 
-__all__ = ["flag", "user_stacklevel", "warn"]
+__all__ = ["flag"]
 
 _HINTS = {
     DiffStatus.TOLERANCE_NOT_MET: (

@@ -35,10 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace
-from array_api_compat import device as _device
 
-from xgrad import _policy
+from xgrad import _compat, _policy
 from xgrad._arrays import as_float_array, to_numpy
 from xgrad.backends import Backend, resolve_backend
 from xgrad.errors import (
@@ -192,13 +190,13 @@ def _float_result(value: Any, what: str) -> float:
 
 def _perturbed(xp: Any, flat: Any, k: int, value: Any) -> Any:
     # A new array (JAX arrays are immutable): element k replaced by `value`.
-    index = xp.arange(flat.shape[0], device=_device(flat))
+    index = xp.arange(flat.shape[0], device=_compat.device(flat))
     return xp.where(index == k, value, flat)
 
 
 def _element_differences(f: Callable[[Any], float], x: Any, h: float) -> _Differences:
     """``(up, down, step_up, step_down)`` of scalar ``f`` at every element of array ``x``."""
-    xp = array_namespace(x)
+    xp = _compat.array_namespace(x)
     shape = tuple(x.shape)
     flat = xp.reshape(x, (-1,))
     plus, minus = flat + h, flat - h
@@ -463,7 +461,7 @@ def _compare(
 def _rounded(v: Any, dtype: str) -> Any:
     """A floating array of higher precision than ``dtype``, rounded to ``dtype``."""
     try:
-        xp = array_namespace(v)
+        xp = _compat.array_namespace(v)
     except TypeError:
         return v
     if xp.isdtype(v.dtype, "real floating") and v.dtype != getattr(xp, dtype):

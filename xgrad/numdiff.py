@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from array_api_compat import is_dask_array
 
-from xgrad import _engine, _policy
+from xgrad import _compat, _engine, _policy
 from xgrad._arrays import as_float_array
 from xgrad._evaluators import (
     ElementwiseOps,
@@ -25,11 +24,11 @@ from xgrad._evaluators import (
     ScalarOps,
     is_writeable,
     quiet,
-    resolve_workers,
     scalar_value,
 )
-from xgrad._flags import flag, warn
+from xgrad._flags import flag
 from xgrad._policy import DiffStatus
+from xgrad._warnings import warn
 from xgrad.backends import Backend, resolve_backend
 from xgrad.backends._base import DtypeLike
 from xgrad.backends._registry import backend_of
@@ -211,7 +210,7 @@ def _diff_any(
     A Dask array: per block on its scheduler; a wrapper (DeZero's Variable): the array it
     holds; a Python number: the scalar path; anything else: an array.
     """
-    if is_dask_array(x):
+    if _compat.is_dask_array(x):
         from xgrad import workers as _workers
 
         return _workers.dask_diff(
@@ -306,7 +305,7 @@ def _diff_scalar(
     if not math.isfinite(x):
         raise ArgumentError(f"x: expected a finite number, found {x!r}")
     r, a = (
-        (_policy.default_rtol("float64"), None)
+        (_policy.differencing_rtol("float64"), None)
         if rtol is None and atol is None
         else _policy.check_tolerances(rtol, atol, "float64")
     )
@@ -397,9 +396,9 @@ def _diff_array(
 def _float_input(x: Any, backend: Any, dtype: Any, name: str = "x") -> tuple[Any, Backend]:
     given = str(getattr(x, "dtype", "")).rsplit(".", 1)[-1]
     if dtype is None and given in ("float16", "bfloat16"):
-        _policy.default_rtol(given, name)  # the same refusal as for any dtype without a rule
+        _policy.differencing_rtol(given, name)  # the same refusal as for any dtype without a rule
     xa, b = as_float_array(x, backend=backend, dtype=dtype, name=name)
-    _policy.default_rtol(b.dtype_name(xa.dtype), name)  # refuses dtypes it has no rule for
+    _policy.differencing_rtol(b.dtype_name(xa.dtype), name)  # refuses dtypes it has no rule for
     return xa, b
 
 
@@ -676,6 +675,19 @@ def numerical_gradient(
     return _gradient(f, arr, b, not same, batch_size, "x", *settings, workers=runner, user=(f, x))
 
 
+def resolve_workers(workers: Any, like: Any) -> Any:
+    """The runner of ``workers=`` (None: serial), checked before any evaluation.
+
+    ``like`` is the backend of the array to be perturbed (None where it is not known yet),
+    which a list of devices must match.
+    """
+    if workers is None:
+        return None
+    from xgrad import workers as _workers
+
+    return _workers.resolve(workers, like)
+
+
 def _workers_runner(workers: Any, x: Any, backend: Any) -> Any:
     """`resolve_workers` for x, an array or a dict of them (the backend of its first)."""
     if workers is None:
@@ -693,7 +705,7 @@ def _prepare(value: Any, backend: Any, dtype: Any, name: str) -> tuple[Any, Back
         xp = owner.xp
         same_dtype = dtype is None or owner.dtype_name(dtype) == owner.dtype_name(value.dtype)
         if xp.isdtype(value.dtype, "real floating") and same_dtype:
-            _policy.default_rtol(owner.dtype_name(value.dtype), name)
+            _policy.differencing_rtol(owner.dtype_name(value.dtype), name)
             return value, owner, True
     arr, b = _float_input(value, backend, dtype, name)
     return arr, b, False

@@ -143,9 +143,9 @@ class _Spec:
         b = get_backend(self.backend)
         work = b.xp.asarray(base, copy=True)
         if self.kind == "hessian":
-            from xgrad.derivatives import _HessianValues
+            from xgrad._evaluators import HessianValues
 
-            return b, _HessianValues(self.call, b, work, self.batch_size, self.chunk_size)
+            return b, HessianValues(self.call, b, work, self.batch_size, self.chunk_size)
         from xgrad._evaluators import PerturbOps
 
         ops = PerturbOps(
