@@ -44,7 +44,7 @@ __all__ = [
     "check_tolerances",
     "complex_dtype",
     "complex_step",
-    "default_rtol",
+    "differencing_rtol",
     "extrapolate",
     "finfo",
     "fixed_step",
@@ -203,8 +203,9 @@ def finfo(xp: Any, dtype: Any) -> tuple[float, float]:
     return float(info.eps), float(info.smallest_normal)
 
 
-def default_rtol(dtype_name: str, what: str = "x") -> float:
-    """The default ``rtol`` of a dtype (by name); refuses dtypes xgrad cannot difference."""
+def differencing_rtol(dtype_name: str, what: str = "x") -> float:
+    """The default ``rtol`` of a derivative in a dtype (by name); refuses dtypes xgrad
+    cannot difference. (Not `xgrad.testing.default_rtol`: that one compares arrays.)"""
     try:
         return _RTOL[dtype_name]
     except KeyError:
@@ -251,7 +252,7 @@ def check_tolerances(rtol: Any, atol: Any, dtype_name: str) -> tuple[float, floa
         if not (v >= 0.0 and math.isfinite(v)):
             raise ArgumentError(f"{name}: expected a non-negative finite float, found {value!r}")
         values.append(v)
-    r = values[0] if values[0] is not None else default_rtol(dtype_name)
+    r = values[0] if values[0] is not None else differencing_rtol(dtype_name)
     return r, values[1]
 
 

@@ -11,8 +11,9 @@ import numpy as np
 
 from xgrad.backends import Backend
 from xgrad.errors import ArgumentError, ArgumentTypeError
+from xgrad.functions import _one_hot
 
-__all__ = ["TrainData", "class_count", "load", "one_hot", "prepare_data"]
+__all__ = ["TrainData", "checked_one_hot", "class_count", "load", "prepare_data"]
 
 
 def prepare_data(
@@ -71,7 +72,13 @@ def class_count(num_classes: int | None, spec: Any, t: np.ndarray, tt: np.ndarra
     return int(spec.num_classes)
 
 
-def one_hot(t: np.ndarray, num_classes: int, name: str, where: Callable[[], str]) -> np.ndarray:
+def checked_one_hot(
+    t: np.ndarray, num_classes: int, name: str, where: Callable[[], str]
+) -> np.ndarray:
+    """A data set's targets as float64 one-hot rows on the host, after checking them.
+
+    ``t``: integer labels (N,) or one-hot rows (N, C); errors name the data (``where()``).
+    """
     if t.ndim == 2:
         if t.shape[1] != num_classes:
             raise ArgumentError(
@@ -90,7 +97,7 @@ def one_hot(t: np.ndarray, num_classes: int, name: str, where: Callable[[], str]
             f"{where()}: {name} holds label {int(t[k])} (at index {k}; {outside.size} labels "
             f"in all) outside [0, {num_classes}) for {num_classes} classes"
         )
-    onehot: np.ndarray = np.eye(num_classes)[t]
+    onehot: np.ndarray = _one_hot(np, t, num_classes, np.float64)
     return onehot
 
 
@@ -141,7 +148,7 @@ def load(
         return lambda: label_source(data, spec, data_dir, name)
 
     onehot = {
-        name: one_hot(labels, classes, name, where(name))
+        name: checked_one_hot(labels, classes, name, where(name))
         for name, labels in (("t_train", t_host), ("t_test", tt_host))
     }
     # Moved and converted once: the book multiplies float32 images by float64 weights at

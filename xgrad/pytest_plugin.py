@@ -171,7 +171,7 @@ def capabilities(b: Backend) -> frozenset[str]:
     return found
 
 
-def _as_tuple(value: str | Iterable[str]) -> tuple[str, ...]:
+def _names(value: str | Iterable[str]) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
@@ -194,8 +194,8 @@ def row_matches(
     None (the row is not set up yet), None means "only the capabilities can tell".
     """
     rows = tuple(mark.args)
-    having = _as_tuple(mark.kwargs.get("having", ()))
-    lacking = _as_tuple(mark.kwargs.get("lacking", ()))
+    having = _names(mark.kwargs.get("having", ()))
+    lacking = _names(mark.kwargs.get("lacking", ()))
     _check_capabilities(having + lacking, f"@pytest.mark.{mark.name}")
     if any(r in (name, f"{name}:{device}") for r in rows):
         return True
