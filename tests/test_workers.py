@@ -583,3 +583,38 @@ def test_cli_gradcheck_workers(tmp_path):
     assert bad.returncode in (1, 2)
     assert "Traceback" not in bad.stderr
     assert "workers" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_rounds_are_cut_into_whole_waves_of_serial_stacks():
+    """After the calibration (one unit per worker), the rest of a round is dealt in tasks of
+    near-equal size, a multiple of the workers in number, each piece starting at a serial
+    stack boundary of its segment; a task may span two segments."""
+    spec = W._Spec(smooth, "numpy", "perturb", True, None)
+    d = W.Dispatch(
+        W._MapRunner(map),
+        spec,
+        X,
+        xgrad.get_backend("numpy"),
+        f=smooth,
+        target=X,
+        name="x",
+        argument_check=lambda: None,
+    )
+    segments = [(np.arange(64), np.zeros(64)), (np.arange(64), np.ones(64))]
+    # 127 rows left (one row of the first segment went to the calibration), 64 tasks: no
+    # worker of two waits a whole task for the other at the end (63 then 64 tasks of 2
+    # rows would).
+    tasks = d._cut(segments, [1, 0], 64)
+    sizes = [sum(len(piece[0]) for _, piece in task) for task in tasks]
+    assert len(tasks) == 64 and sum(sizes) == 127 and set(sizes) == {1, 2}
+    dealt = [(s, int(i)) for task in tasks for s, piece in task for i in piece[0]]
+    assert dealt == [(0, i) for i in range(1, 64)] + [(1, i) for i in range(64)]
+    # batch_size 5: pieces start at multiples of 5 within their segment.
+    d.unit = 5
+    tasks = d._cut([(np.arange(13), np.zeros(13)), (np.arange(7), np.ones(7))], [5, 0], 3)
+    starts = [[(s, int(piece[0][0]), len(piece[0])) for s, piece in task] for task in tasks]
+    assert starts == [[(0, 5, 5)], [(0, 10, 3)], [(1, 0, 7)]]
+    tasks = d._cut([(np.arange(13), np.zeros(13)), (np.arange(7), np.ones(7))], [5, 0], 2)
+    starts = [[(s, int(piece[0][0]), len(piece[0])) for s, piece in task] for task in tasks]
+    assert starts == [[(0, 5, 8)], [(1, 0, 7)]]
+    d.close()

@@ -43,6 +43,7 @@ import concurrent.futures as cf
 import contextlib
 import functools
 import io
+import itertools
 import math
 import multiprocessing
 import os
@@ -753,11 +754,17 @@ class Dispatch:
         if self.cost is None:
             # Calibration: one serial batch for each worker, first, timed where it runs.
             limit = min(self.runner.count, _CALIBRATION_TASKS)
-            first = self._cut(segments, done, self.unit, limit=limit)
-            self._send(first, pieces, done)
+            self._send(self._cut(segments, done, limit, one_unit=True), pieces, done)
             rows -= sum(done)
         if rows:
-            self._send(self._cut(segments, done, self.chunk(rows)), pieces, done)
+            per_task = self.chunk(rows) // self.unit
+            pairs = zip(segments, done, strict=True)
+            units = sum(-(-(len(seg[0]) - d) // self.unit) for seg, d in pairs)
+            tasks = -(-units // per_task)
+            w = self.runner.count
+            if tasks > w:  # whole waves: every worker gets the same share of the round
+                tasks = min(units, w * -(-tasks // w))
+            self._send(self._cut(segments, done, tasks), pieces, done)
         out = [np.concatenate(p, axis=0) for p in pieces]
         if self.argument_check is not None:
             check, self.argument_check = self.argument_check, None
@@ -770,38 +777,61 @@ class Dispatch:
         self,
         segments: list[tuple[np.ndarray, ...]],
         done: list[int],
-        k: int,
-        limit: int | None = None,
-    ) -> list[tuple[int, list[tuple[np.ndarray, ...]]]]:
-        """Tasks of k rows (segment, piece), from each segment's first row not yet sent.
+        tasks: int,
+        one_unit: bool = False,
+    ) -> list[list[tuple[int, tuple[np.ndarray, ...]]]]:
+        """The rows not yet sent as ``tasks`` tasks of near-equal size (``one_unit``: the
+        first ``tasks`` units, one per task); a task is a list of (segment, piece).
 
-        Pieces start at multiples of the unit within their segment (``done`` and ``k`` are
-        multiples of it): f's stacks are the serial ones.
+        Rows are dealt in units of ``batch_size`` counted from each segment's start, so a
+        piece starts at a multiple of the unit within its segment and f's stacks are the
+        serial ones; a task may hold the end of one segment and the start of the next.
         """
-        tasks: list[tuple[int, list[tuple[np.ndarray, ...]]]] = []
-        for s, seg in enumerate(segments):
-            for start in range(done[s], len(seg[0]), k):
-                if limit is not None and len(tasks) == limit:
-                    return tasks
-                tasks.append((s, [tuple(a[start : start + k] for a in seg)]))
-        return tasks
+        unit = self.unit
+        left = [-(-(len(seg[0]) - d) // unit) for seg, d in zip(segments, done, strict=True)]
+        offsets = [0]
+        for count in left:
+            offsets.append(offsets[-1] + count)
+        total = offsets[-1]
+        if one_unit:
+            bounds = list(range(min(tasks, total) + 1))
+        else:
+            tasks = max(1, min(tasks, total))
+            bounds = [t * total // tasks for t in range(tasks + 1)]
+        out: list[list[tuple[int, tuple[np.ndarray, ...]]]] = []
+        s = 0
+        for a, b in itertools.pairwise(bounds):
+            task: list[tuple[int, tuple[np.ndarray, ...]]] = []
+            while a < b:
+                while offsets[s + 1] <= a:  # skip segments already dealt out (or empty)
+                    s += 1
+                stop = min(b, offsets[s + 1])
+                seg, n = segments[s], len(segments[s][0])
+                lo = done[s] + (a - offsets[s]) * unit
+                hi = min(n, done[s] + (stop - offsets[s]) * unit)
+                task.append((s, tuple(column[lo:hi] for column in seg)))
+                a = stop
+            out.append(task)
+        return out
 
     def _send(
         self,
-        tasks: list[tuple[int, list[tuple[np.ndarray, ...]]]],
+        tasks: list[list[tuple[int, tuple[np.ndarray, ...]]]],
         pieces: list[list[np.ndarray]],
         done: list[int],
     ) -> None:
         """Run ``tasks``; their values appended to their segments' pieces, in order."""
-        results = self.runner.run(self.key, self.blob, [task for _, task in tasks])
+        shipped = [[piece for _, piece in task] for task in tasks]
+        results = self.runner.run(self.key, self.blob, shipped)
         self.used += len(tasks)
         self.tasks_sent += len(tasks)
-        for (values, seconds), (s, task) in zip(results, tasks, strict=True):
+        for (values, seconds), task in zip(results, tasks, strict=True):
             self.work_s += seconds
-            pieces[s].extend(values)
-            rows = len(task[0][0])
-            done[s] += rows
-            self.evals += rows
+            for (s, piece), value in zip(task, values, strict=True):
+                pieces[s].append(value)
+                rows = len(piece[0])
+                done[s] += rows
+                self.evals += rows
         if self.work_s > 0:
             self.cost = max(self.work_s / self.evals, 1e-7)
         elif self.cost is None:
