@@ -401,9 +401,10 @@ def test_devices_sharded_and_gathered():
     )
 
 
-def test_chunks_bounded_and_sized_by_cost():
+def _map_dispatch() -> W.Dispatch:
+    """A Dispatch of ``smooth`` at X through the builtin map, without the argument check."""
     spec = W._Spec(smooth, "numpy", "perturb", True, None)
-    d = W.Dispatch(
+    return W.Dispatch(
         W._MapRunner(map),
         spec,
         X,
@@ -413,6 +414,10 @@ def test_chunks_bounded_and_sized_by_cost():
         name="x",
         argument_check=lambda: None,
     )
+
+
+def test_chunks_bounded_and_sized_by_cost():
+    d = _map_dispatch()
     d.runner.count, d.cost = 2, 0.05
     # 50 ms per evaluation: 5 evaluations per task (TASK_SECONDS 0.25), 4 tasks a worker
     # at least while that allows.
@@ -589,17 +594,7 @@ def test_rounds_are_cut_into_whole_waves_of_serial_stacks():
     """After the calibration (one unit per worker), the rest of a round is dealt in tasks of
     near-equal size, a multiple of the workers in number, each piece starting at a serial
     stack boundary of its segment; a task may span two segments."""
-    spec = W._Spec(smooth, "numpy", "perturb", True, None)
-    d = W.Dispatch(
-        W._MapRunner(map),
-        spec,
-        X,
-        xgrad.get_backend("numpy"),
-        f=smooth,
-        target=X,
-        name="x",
-        argument_check=lambda: None,
-    )
+    d = _map_dispatch()
     segments = [(np.arange(64), np.zeros(64)), (np.arange(64), np.ones(64))]
     # 127 rows left (one row of the first segment went to the calibration), 64 tasks: no
     # worker of two waits a whole task for the other at the end (63 then 64 tasks of 2
