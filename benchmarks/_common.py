@@ -20,7 +20,26 @@ import numpy as np
 
 import xgrad
 
-__all__ = ["best_time", "environment", "markdown_table", "mnist_like", "revision", "write_atomic"]
+__all__ = [
+    "Counted",
+    "best_time",
+    "environment",
+    "markdown_table",
+    "mnist_like",
+    "revision",
+    "write_atomic",
+]
+
+
+class Counted:
+    """f with a count of the points it was evaluated at (a stack of k points counts k)."""
+
+    def __init__(self, f: Callable[[Any], Any]) -> None:
+        self.f, self.points = f, 0
+
+    def __call__(self, v: Any) -> Any:
+        self.points += int(np.size(v))
+        return self.f(v)
 
 
 def revision() -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import revision, write_atomic
+from _common import Counted, revision, write_atomic
 
 import xgrad
 from xgrad import numerical_diff
@@ -54,17 +54,6 @@ class Outcome:
     evals: int  # points at which f was evaluated
     seconds: float  # best time of one call
     note: str = ""  # e.g. a full_output status that disagrees with the plain call
-
-
-class Counted:
-    """f with a count of the points it was evaluated at."""
-
-    def __init__(self, f: Callable[[Any], Any]) -> None:
-        self.f, self.points = f, 0
-
-    def __call__(self, v: Any) -> Any:
-        self.points += int(np.size(v))
-        return self.f(v)
 
 
 def timed(call: Callable[[], Any], repeat: int) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import best_time, revision, write_atomic
+from _common import Counted, best_time, revision, write_atomic
 
 import xgrad
 from xgrad import numerical_diff
@@ -34,17 +34,6 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "numdiff.
 
 # (name, f, exact derivative, point): the same suite as tests/test_accuracy.py.
 SUITE = smooth_suite(np)
-
-
-class Counted:
-    """f with a count of evaluated points."""
-
-    def __init__(self, f: Callable[[Any], Any]) -> None:
-        self.f, self.points = f, 0
-
-    def __call__(self, v: Any) -> Any:
-        self.points += int(np.size(v))
-        return self.f(v)
 
 
 def book(f: Callable[[Any], Any], x: Any) -> Any:
