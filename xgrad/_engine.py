@@ -49,7 +49,11 @@ class Outcome:
 
 
 class _Tableau:
-    """Neville's tableau of one stencil at steps ``top / 2**k`` (``top`` per element)."""
+    """Neville's tableau of one stencil at steps ``top * step_factor(k)`` (``top`` per element).
+
+    The steps are not all halvings (`xgrad._policy.FIRST_STEPS`), so column j at level k
+    extrapolates with the factor `xgrad._policy.neville_ratio` of their ratio.
+    """
 
     def __init__(self, ops: Any, x: Any, top: Any, stencil: _policy.Stencil, eps: float):
         self.ops, self.x, self.top, self.stencil, self.eps = ops, x, top, stencil, eps
@@ -71,7 +75,7 @@ class _Tableau:
     def level(self, active: Any, f0: Any) -> list[tuple[Any, Any]]:
         """Evaluate the next level; return its extrapolated entries ``(value, error)``."""
         ops, st, x = self.ops, self.stencil, self.x
-        h = self.top * (0.5**self.k)
+        h = self.top * _policy.step_factor(self.k)
         pa = x + st.a * h if st.a else x
         pb = x + st.b * h if st.b else x
         if self.k in ops.preset and self.top is ops.preset_top:
@@ -94,7 +98,8 @@ class _Tableau:
             entries = []
             for j in range(1, self.k + 1):
                 lower = row[j - 1]
-                t = _policy.extrapolate(self.prev[j - 1], lower, st.ratio**j)
+                r = _policy.neville_ratio(self.k, j, st.ratio)
+                t = _policy.extrapolate(self.prev[j - 1], lower, r)
                 e = ops.maximum(ops.abs(t - lower), ops.abs(t - self.prev[j - 1]))
                 e = e + 2.0 * rnd + ops.eps_f * ops.abs(t) + ops.err_floor
                 entries.append((t, ops.finite_or_inf(e, t)))
@@ -112,10 +117,11 @@ class _Tableau:
     def _jump(self) -> Any:
         """Slope jump J seen by the last three levels, or 0 where the even part is smooth.
 
-        With S(h) = 2 f(x) + J h + c h**2 + ..., steps h, h/2, h/4 give
-        ``J = -2 ((S0 - S1) - 4 (S1 - S2)) / h``; for smooth f this is ~1.4 h**3 f''''/12
-        and falls 8-fold per level, for a kink it stays J: keep J where it did not fall
-        by half since the previous level and stands above rounding.
+        With S(h) = 2 f(x) + J h + c h**2 + ..., J is the linear coefficient of the
+        parabola through the last three levels (`xgrad._policy.jump_weights`; steps h, h/2,
+        h/4 give ``J = -2 ((S0 - S1) - 4 (S1 - S2)) / h``); for smooth f this is
+        ~1.4 h**3 f''''/12 and falls 8-fold per halving, for a kink it stays J: keep J
+        where it did not fall by half since the previous level and stands above rounding.
         """
         ops = self.ops
         if len(self.S) < 3:
@@ -123,7 +129,8 @@ class _Tableau:
             return ops.zeros_entry()
         s0, s1, s2 = self.S[-3:]
         h = self.h[-3]
-        raw = -2.0 * ((s0 - s1) - 4.0 * (s1 - s2)) / h
+        a, b = _policy.jump_weights(self.k)
+        raw = (a * (s0 - s1) + b * (s1 - s2)) / h
         self.raw.append(raw)
         previous = self.raw[-2] if len(self.raw) >= 2 else None
         if previous is None:
@@ -149,10 +156,11 @@ def _continued(ops: Any, tab: _Tableau, fresh: Any, top_fresh: Any) -> _Tableau:
     """``tab`` continued to smaller steps; ``fresh`` elements restart at ``top_fresh``.
 
     Restarted elements keep no history (nan), so their extrapolations build up anew from
-    the first new level, at steps ``top_fresh / 2**j``.
+    the first new level, at steps ``top_fresh * step_factor(k + j) / step_factor(k)``.
     """
     k = tab.k
-    out = _Tableau(ops, tab.x, ops.where(fresh, top_fresh * 2.0**k, tab.top), tab.stencil, tab.eps)
+    restart = top_fresh / _policy.step_factor(k)
+    out = _Tableau(ops, tab.x, ops.where(fresh, restart, tab.top), tab.stencil, tab.eps)
     out.k = k
     keep = ops.lift(ops.logical_not(fresh))
 
@@ -183,6 +191,10 @@ class _Best:
         self.src = ops.full_entry(-1.0)
         self.lev = ops.full_entry(-1.0)
         self.since = ops.full_entry(0.0)
+        # How far the first-column estimates of the levels since the best one strayed from
+        # it: where rounding (or noise) has taken over, the scatter the best entry's own
+        # estimate, a chance agreement of two noisy levels, may not show.
+        self.scatter = ops.full_entry(0.0)
 
     def offer(self, entries: list[tuple[Any, Any]], act: Any, tab: _Tableau, src: float) -> None:
         """Keep, per entry, the candidate with the smallest error relative to its tolerance.
@@ -207,6 +219,9 @@ class _Best:
         self.src = ops.where(improved, src, self.src)
         self.lev = ops.where(improved, float(k), self.lev)
         self.since = ops.where(improved, 0.0, self.since + 1.0)
+        dev = ops.abs(entries[0][0] - self.df)
+        strayed = act & ops.isfinite(dev) & (dev > self.scatter)
+        self.scatter = ops.where(improved, 0.0, ops.where(strayed, dev, self.scatter))
 
     def _floor(self, fmax: Any) -> Any:
         return self.ops.div(_policy.FLOOR * self.eps * fmax, self.wide)
@@ -380,7 +395,10 @@ def _search(
     rnd = best.pick(tabs, "rnd", math.inf)
     jump = best.pick(tabs, "jump", 0.0) if central else ops.full_entry(0.0)
     status = _classify(ops, best, rnd, jump, diverging)
-    return Outcome(best.df, best.err, status, step, nfev)
+    # A noisy element's error is at least the scatter of the levels after its best one.
+    noisy = status == float(DiffStatus.NOISY)
+    error = ops.where(noisy, ops.maximum(best.err, best.scatter), best.err)
+    return Outcome(best.df, error, status, step, nfev)
 
 
 def _look_again(
@@ -424,6 +442,17 @@ def _classify(ops: Any, best: _Best, rnd: Any, jump: Any, diverging: Any) -> Any
     return ops.where(finite, status, float(code.NOT_FINITE))
 
 
+# The first stage's Neville divisors for level 3 (columns 1 to 3: its step is not a
+# halving) and its slope-jump weights, as in `_Tableau`.
+_FIRST_FACTORS = (
+    _policy.neville_ratio(3, 1, 4.0) - 1.0,
+    _policy.neville_ratio(3, 2, 4.0) - 1.0,
+    _policy.neville_ratio(3, 3, 4.0) - 1.0,
+    *_policy.jump_weights(3),
+)
+_S1, _S2, _S3 = _policy.FIRST_STEPS[1:]
+
+
 def first_stage(
     ops: Any, x: Any, eps: float, rtol: float, atol: float | None
 ) -> tuple[Any, Any, Any, Any]:
@@ -436,10 +465,12 @@ def first_stage(
     """
     wide = ops.maximum(ops.abs(x), 1.0)
     top = wide * _policy.top(eps)
-    h1, h2, h3 = top * 0.5, top * 0.25, top * 0.125
+    # The tableau's first steps (its x + top * 1.0 is x + top, the same bits).
+    h1, h2, h3 = top * _S1, top * _S2, top * _S3
     pts = [x + top, x + h1, x + h2, x + h3, x - top, x - h1, x - h2, x - h3]
     fa0, fa1, fa2, fa3, fb0, fb1, fb2, fb3 = ops.evaluate(pts, True)
     del h2
+    q31, q32, q33, ja, jb = _FIRST_FACTORS
     # Should the search run, its wide tableau starts from these values.
     fa_fb = [(fa0, fb0), (fa1, fb1), (fa2, fb2), (fa3, fb3)]
     ops.preset = dict(enumerate(fa_fb))
@@ -464,19 +495,19 @@ def first_stage(
         t21 /= 3.0
         t21 += d2
         t31 = d3 - d2
-        t31 /= 3.0
+        t31 /= q31
         t31 += d3
         t22 = t21 - t11
         t22 /= 15.0
         t22 += t21
         t32 = t31 - t21
-        t32 /= 15.0
+        t32 /= q32
         t32 += t31
         t33 = t32 - t22
-        t33 /= 63.0
+        t33 /= q33
         t33 += t32
         # Numerical Recipes' max(|T33 - T32|, |T33 - T22|) is always the second: T33 - T32
-        # is (T32 - T22) / 63, T33 - T22 is 64 / 63 of it.
+        # is (T32 - T22) / q33, T33 - T22 is (q33 + 1) / q33 of it.
         err = ops.abs(t33 - t22)
         rounding = ops.maximum(ops.abs(fa3), ops.abs(fb3))
         rounding *= 4.0 * eps
@@ -497,10 +528,10 @@ def first_stage(
         j2 *= -2.0
         j2 /= top
         inner = s2 - s3
-        inner *= 4.0
+        inner *= jb
         j3 = s1 - s2
-        j3 -= inner
-        j3 *= -2.0
+        j3 *= ja
+        j3 += inner
         j3 /= h1
         big = ops.maximum(ops.abs(s1), ops.maximum(ops.abs(s2), ops.abs(s3)))
         aj3 = ops.abs(j3)
@@ -530,7 +561,8 @@ def first_stage_float(
     if wide < 1.0:
         wide = 1.0
     top = wide * _policy.TOP
-    h1, h2, h3 = top * 0.5, top * 0.25, top * 0.125
+    h1, h2, h3 = top * _S1, top * _S2, top * _S3
+    q31, q32, q33, ja, jb = _FIRST_FACTORS
     a0, a1, a2, a3 = x + top, x + h1, x + h2, x + h3
     b0, b1, b2, b3 = x - top, x - h1, x - h2, x - h3
     values = []
@@ -554,10 +586,10 @@ def first_stage_float(
     d3 = (fa3 - fb3) / w3
     t11 = d1 + (d1 - d0) / 3.0
     t21 = d2 + (d2 - d1) / 3.0
-    t31 = d3 + (d3 - d2) / 3.0
+    t31 = d3 + (d3 - d2) / q31
     t22 = t21 + (t21 - t11) / 15.0
-    t32 = t31 + (t31 - t21) / 15.0
-    t33 = t32 + (t32 - t22) / 63.0
+    t32 = t31 + (t31 - t21) / q32
+    t33 = t32 + (t32 - t22) / q33
     big3 = abs(fa3) if abs(fa3) >= abs(fb3) else abs(fb3)
     err = abs(t33 - t22) + (4.0 * eps) * big3 / abs(w3) + eps * abs(t33)
     tol = rtol * abs(t33)
@@ -565,7 +597,7 @@ def first_stage_float(
         tol = tol + atol
     s1, s2, s3 = fa1 + fb1, fa2 + fb2, fa3 + fb3
     j2 = -2.0 * ((fa0 + fb0 - s1) - 4.0 * (s1 - s2)) / top
-    j3 = -2.0 * ((s1 - s2) - 4.0 * (s2 - s3)) / h1
+    j3 = (ja * (s1 - s2) + jb * (s2 - s3)) / h1
     big = max(abs(s1), abs(s2), abs(s3))
     aj3 = abs(j3)
     jump = aj3 * h1 > (64.0 * eps) * big and aj3 > 0.5 * abs(j2)
