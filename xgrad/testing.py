@@ -340,6 +340,14 @@ def hard_suite(xp: ModuleType) -> list[HardCase]:
             lambda v: 1e4 * np.cos(1e4 * v),
             0.5,
         ),
+        # w * 2**-6 = 2 pi: every step of a halving search aliases (was 0.116, converged).
+        hc(
+            "cos(402 x) at 0.3",
+            "high frequency",
+            lambda v: xp.cos(402.0 * v),
+            lambda v: -402 * np.sin(402 * v),
+            0.3,
+        ),
         hc(
             "cos(1e3 x) at 0.3",
             "high frequency",
