@@ -318,7 +318,9 @@ def _search(
     narrow = ops.where(ax < 1.0, ops.where(ax > 0.0, ops.maximum(ax, math.sqrt(tiny)), 1.0), 1.0)
     first_step = _policy.top(eps)
     top_wide = wide * first_step
-    top_narrow = ops.minimum(narrow * first_step, top_wide * (0.5**_policy.FIRST_LEVELS))
+    top_narrow = ops.minimum(
+        narrow * first_step, top_wide * _policy.step_factor(_policy.FIRST_LEVELS)
+    )
     center: Any = None
     if not central:
         center = f0() if f0 is not None else None
@@ -358,7 +360,7 @@ def _search(
     if ops.any(active() | again):
         # Smaller steps where the wide scale did not converge: the narrow scale, started
         # afresh where it is far below the wide one, else the wide tableau continued.
-        fresh = top_narrow < top_wide * (0.5**_policy.FIRST_LEVELS) * 0.99
+        fresh = top_narrow < top_wide * _policy.step_factor(_policy.FIRST_LEVELS) * 0.99
         fresh = fresh & ops.element_any(active() | again)
         tabs[2.0] = last = _continued(ops, tabs[0.0], fresh, top_narrow)
         last.first = ops.where(fresh | ops.element_any(again), float(last.k), 0.0)

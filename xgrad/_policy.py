@@ -171,7 +171,8 @@ def jump_weights(k: int) -> tuple[float, float]:
     return -(u1 + u2) / ((1.0 - u2) * (1.0 - u1)), (1.0 + u1) / ((1.0 - u2) * (u1 - u2))
 
 
-#: Most levels at one scale (steps down to TOP * 2**-23 * scale).
+#: Most levels at one scale (steps down to TOP * step_factor(MAX_LEVELS - 1) * scale, about
+#: TOP * 2**-27).
 MAX_LEVELS = 24
 #: Ridders' stopping rule: STALL_LEVELS levels in a row that do not improve the best error
 #: estimate mean rounding has taken over; the search stops there for that element.
