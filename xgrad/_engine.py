@@ -471,7 +471,6 @@ def first_stage(
     h1, h2, h3 = top * _S1, top * _S2, top * _S3
     pts = [x + top, x + h1, x + h2, x + h3, x - top, x - h1, x - h2, x - h3]
     fa0, fa1, fa2, fa3, fb0, fb1, fb2, fb3 = ops.evaluate(pts, True)
-    del h2
     q31, q32, q33, ja, jb = _FIRST_FACTORS
     # Should the search run, its wide tableau starts from these values.
     fa_fb = [(fa0, fb0), (fa1, fb1), (fa2, fb2), (fa3, fb3)]
