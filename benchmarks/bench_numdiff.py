@@ -193,7 +193,11 @@ def main() -> None:
     lines += [
         "",
         f"Vectorized over 1e5 points, xgrad's default is {speedup:.1f}x faster than "
-        "scipy.differentiate in this run.",
+        "scipy.differentiate in this run. All rows run in one process, xgrad's first: its "
+        "first blocked derivative raises glibc's allocator thresholds once (see "
+        "`xgrad.numdiff._warm_allocator`), so the rows after it, scipy's and the book's plain "
+        "NumPy expression included, run with those thresholds too (the book's row: 15.9 ns "
+        "per point in the last run before xgrad did this, at ae09617).",
         "",
         "Goals: issue 3, median <= 1e-10 (float64), <= 1e-5 (float32), no NaN; <= 50 ns per "
         "point on 1e5 points. Issue 10, the book case `numerical_diff(f, 5.0)` with `h=None` "
