@@ -479,5 +479,9 @@ def test_every_richardson_step_goes_through_policy_extrapolate(monkeypatch) -> N
         calls.clear()
         use()
         assert calls, f"{name} did not extrapolate through xgrad._policy.extrapolate"
-        # One step (ratio 4) for the explicit-h forms; the tableau also uses 16, 64, ...
-        assert 4.0 in calls, name
+        # One step (ratio 4) for the explicit-h forms; the search's tableau extrapolates
+        # with the squared ratios of the widths it took (about 4.4, 19, ... at its steps).
+        if name != "search":
+            assert 4.0 in calls, name
+        else:
+            assert all(np.all(np.asarray(r) > 4.0) for r in calls), calls

@@ -11,12 +11,19 @@ Per element (or per Jacobian entry), in order, stopping where the tolerance is m
 
 1. a Neville tableau of `FIRST_LEVELS` levels at the wide scale ``max(|x|, 1)``;
 2. a tableau of as many levels at the narrow scale (absolute steps where |x| >= 1, steps
-   relative to |x| where |x| < 1), started at least four halvings below the first;
+   relative to |x| where |x| < 1), started at least four levels below the first;
 3. the narrow tableau (or, where the scales nearly coincide, the wide one) continued to
    smaller steps until it converges or stalls; where the narrow one did not converge, the
    wide one continued as well (f smooth on the scale of 1 but computed with cancellation
    at relative steps);
-4. where no central estimate is finite (a domain edge at x), one-sided tableaus.
+4. where no central estimate is finite (a domain edge at x), one-sided tableaus;
+5. where an estimate converged at the last level computed, one level more: a converged
+   estimate's error is at least the distance from it to the nearest entry of the level
+   after it. Two levels that agree may agree by chance (f noisier than its rounding:
+   sin(100 x) in float32 agreed to 1.2e-3 at one level, the next lay 8.7e-3 away, the
+   error was 1.8e-3), and a search that stops at the first agreement stops at exactly
+   such a chance. In float32 the error is also at least how far f' moves within x's own
+   rounding (`xgrad._policy.argument_rounding`).
 
 Then each element gets a status: a converged estimate whose even part grows linearly in h
 (a slope jump: ``f(x+h) + f(x-h) - 2 f(x)`` ~ J|h| instead of ~ h**2) is a kink; an
@@ -51,8 +58,9 @@ class Outcome:
 class _Tableau:
     """Neville's tableau of one stencil at steps ``top * step_factor(k)`` (``top`` per element).
 
-    The steps are not all halvings (`xgrad._policy.FIRST_STEPS`), so column j at level k
-    extrapolates with the factor `xgrad._policy.neville_ratio` of their ratio.
+    The steps are not halvings (`xgrad._policy.FIRST_STEPS`), so column j at level k
+    extrapolates with the factor of their ratio, taken from the widths actually used
+    (`xgrad._policy.width_ratio`).
     """
 
     def __init__(self, ops: Any, x: Any, top: Any, stencil: _policy.Stencil, eps: float):
@@ -68,6 +76,12 @@ class _Tableau:
         self.D: list[Any] = []
         self.S: list[Any] = []
         self.h: list[Any] = []
+        # Per level, the distance between its two points as represented: at large |x| (and
+        # in float32) small steps round to multiples of x's spacing, and Neville's factors
+        # are those of the steps taken, not the nominal ones (tan at 1e4 in float32: the
+        # bar was 2.7 times below the error). The first FIRST_LEVELS levels, at least 1 %
+        # of the scale, use the nominal factors, as `first_stage` does (the same bits).
+        self.width: list[Any] = []
         self.rnd: list[Any] = []
         self.jump: list[Any] = []
         self.raw: list[Any] = []
@@ -96,9 +110,14 @@ class _Tableau:
             self.fmax = fmax
             row = [d]
             entries = []
+            self.width.append(ops.abs(width))
             for j in range(1, self.k + 1):
                 lower = row[j - 1]
-                r = _policy.neville_ratio(self.k, j, st.ratio)
+                r = (
+                    _policy.neville_ratio(self.k, j, st.ratio)
+                    if self.k < _policy.FIRST_LEVELS
+                    else _policy.width_ratio(self.width[self.k - j], self.width[self.k], st.ratio)
+                )
                 t = _policy.extrapolate(self.prev[j - 1], lower, r)
                 e = ops.maximum(ops.abs(t - lower), ops.abs(t - self.prev[j - 1]))
                 e = e + 2.0 * rnd + ops.eps_f * ops.abs(t) + ops.err_floor
@@ -169,6 +188,7 @@ def _continued(ops: Any, tab: _Tableau, fresh: Any, top_fresh: Any) -> _Tableau:
 
     out.prev, out.D, out.S, out.h = mix(tab.prev), mix(tab.D), mix(tab.S), mix(tab.h)
     out.rnd, out.jump, out.raw = mix(tab.rnd), mix(tab.jump), mix(tab.raw)
+    out.width = mix(tab.width)
     return out
 
 
@@ -195,12 +215,32 @@ class _Best:
         # it: where rounding (or noise) has taken over, the scatter the best entry's own
         # estimate, a chance agreement of two noisy levels, may not show.
         self.scatter = ops.full_entry(0.0)
+        # A converged best entry is confirmed by the level after it (see `_search`):
+        # whether it has been, and how far the nearest entry of that level lies from it.
+        self.confirms = False
+        self.confirmed = ops.full_entry(False)
+        self.contra = ops.full_entry(0.0)
 
-    def offer(self, entries: list[tuple[Any, Any]], act: Any, tab: _Tableau, src: float) -> None:
+    def awaiting(self, tab: _Tableau, src: float) -> Any:
+        """Converged entries whose confirming level is ``tab``'s next one."""
+        if not self.confirms:
+            return self.ops.full_entry(False)
+        pending = self.converged() & self.ops.logical_not(self.confirmed)
+        return pending & (self.src == src) & (self.lev == float(tab.k - 1))
+
+    def offer(
+        self,
+        entries: list[tuple[Any, Any]],
+        act: Any,
+        tab: _Tableau,
+        src: float,
+        watch: Any = None,
+    ) -> None:
         """Keep, per entry, the candidate with the smallest error relative to its tolerance.
 
         Errors are compared relative to the estimate (not absolutely): a tableau whose steps
         are far too large gives a small, wrong estimate with an absolute error just as small.
+        ``watch``: entries evaluated only to confirm their best (never improved by them).
         """
         if not entries:
             return
@@ -222,6 +262,23 @@ class _Best:
         dev = ops.abs(entries[0][0] - self.df)
         strayed = act & ops.isfinite(dev) & (dev > self.scatter)
         self.scatter = ops.where(improved, 0.0, ops.where(strayed, dev, self.scatter))
+        if self.confirms:
+            self._confirm(entries, act if watch is None else act | watch, improved, k, src)
+
+    def _confirm(
+        self, entries: list[tuple[Any, Any]], seen: Any, improved: Any, k: int, src: float
+    ) -> None:
+        """Record the level right after each best entry: its nearest entry's distance."""
+        ops = self.ops
+        near: Any = None
+        for t, _e in entries:
+            gap = ops.abs(t - self.df)
+            gap = ops.where(ops.isfinite(gap), gap, math.inf)
+            near = gap if near is None else ops.minimum(near, gap)
+        after = seen & (self.src == src) & (self.lev == float(k - 1)) & ops.isfinite(near)
+        after = after & ops.logical_not(improved)
+        self.confirmed = (self.confirmed | after) & ops.logical_not(improved)
+        self.contra = ops.where(improved, 0.0, ops.where(after, near, self.contra))
 
     def _floor(self, fmax: Any) -> Any:
         return self.ops.div(_policy.FLOOR * self.eps * fmax, self.wide)
@@ -258,6 +315,16 @@ class _Best:
         """
         resolved = self.score * self.rtol < _policy.RESOLVED
         return (self.since >= _policy.STALL_LEVELS) & resolved
+
+    def pick_at(self, tabs: dict[float, _Tableau], attr: str, offset: int) -> Any:
+        """Per entry, ``tab.<attr>[level + offset]`` of the best's tableau (nan if none)."""
+        ops = self.ops
+        out = ops.full_entry(math.nan)
+        for src, tab in tabs.items():
+            for k, v in enumerate(getattr(tab, attr)):
+                if v is not None:
+                    out = ops.where((self.src == src) & (self.lev + offset == float(k)), v, out)
+        return out
 
     def pick(self, tabs: dict[float, _Tableau], attr: str, fill: float) -> Any:
         """Per entry, ``tab.<attr>[level]`` of the tableau and level the best came from.
@@ -314,6 +381,8 @@ def _search(
     ax = ops.abs(x)
     wide = ops.maximum(ax, 1.0)
     best = _Best(ops, rtol, atol, normwise, wide, eps)
+    # richardson's exhaustive search runs every level anyway and keeps its own bars.
+    best.confirms = not exhaustive
     # Relative steps stay normal numbers; x = 0 has no relative scale.
     narrow = ops.where(ax < 1.0, ops.where(ax > 0.0, ops.maximum(ax, math.sqrt(tiny)), 1.0), 1.0)
     first_step = _policy.top(eps)
@@ -342,11 +411,12 @@ def _search(
             act = active() | (ops.lift(forced) if hasattr(forced, "shape") else forced)
             if only is not None:
                 act = act & ops.lift(only)
-            if not ops.any(act):
+            watch = best.awaiting(tab, src) & ops.logical_not(act)
+            if not ops.any(act | watch):
                 return
-            entries = tab.level(ops.element_any(act), fc)
+            entries = tab.level(ops.element_any(act | watch), fc)
             nfev += 2 if tab.stencil.a and tab.stencil.b else 1
-            best.offer(entries, act, tab, src)
+            best.offer(entries, act, tab, src, watch)
 
     tabs: dict[float, _Tableau] = {}
     if getattr(ops, "preset", None) and central:
@@ -393,6 +463,10 @@ def _search(
             run(one, src, _policy.MAX_LEVELS // 2, center)
             diverging = ops.where(missing & ops.isfinite(best.err), one.diverging(), diverging)
 
+    if best.confirms:
+        nfev += _confirm_last(ops, best, tabs, center)
+        if central and _policy.argument_rounding(eps):
+            _add_argument_rounding(ops, best, tabs, x, eps)
     step = best.pick(tabs, "h", math.nan)
     rnd = best.pick(tabs, "rnd", math.inf)
     jump = best.pick(tabs, "jump", 0.0) if central else ops.full_entry(0.0)
@@ -401,6 +475,36 @@ def _search(
     noisy = status == float(DiffStatus.NOISY)
     error = ops.where(noisy, ops.maximum(best.err, best.scatter), best.err)
     return Outcome(best.df, error, status, step, nfev)
+
+
+def _confirm_last(ops: Any, best: _Best, tabs: dict[float, _Tableau], center: Any) -> int:
+    """One level more where an entry converged at the last level computed; f's calls.
+
+    The confirmed error is at least the distance to that level's nearest entry.
+    """
+    calls = 0
+    for src, tab in list(tabs.items()):
+        watch = best.awaiting(tab, src)
+        if tab.k < _policy.MAX_LEVELS and ops.any(watch):
+            entries = tab.level(ops.element_any(watch), center)
+            calls += 2 if tab.stencil.a and tab.stencil.b else 1
+            best.offer(entries, ops.full_entry(False), tab, src, watch)
+    best.err = ops.maximum(best.err, best.contra)
+    return calls
+
+
+def _add_argument_rounding(
+    ops: Any, best: _Best, tabs: dict[float, _Tableau], x: Any, eps: float
+) -> None:
+    """Raise the error to how far f' moves within x's own rounding: ``|f''| eps |x|``.
+
+    f'' comes from the even parts of the best level and of the one that confirmed it.
+    """
+    s0, s1 = best.pick_at(tabs, "S", 0), best.pick_at(tabs, "S", 1)
+    h0, h1 = best.pick_at(tabs, "h", 0), best.pick_at(tabs, "h", 1)
+    curvature = ops.abs(ops.div(s0 - s1, h0 * h0 - h1 * h1))
+    moved = (_policy.argument_rounding(eps) * eps) * ops.lift(ops.abs(x)) * curvature
+    best.err = ops.where(ops.isfinite(moved), ops.maximum(best.err, moved), best.err)
 
 
 def _look_again(
@@ -444,8 +548,9 @@ def _classify(ops: Any, best: _Best, rnd: Any, jump: Any, diverging: Any) -> Any
     return ops.where(finite, status, float(code.NOT_FINITE))
 
 
-# The first stage's Neville divisors for level 3 (columns 1 to 3: its step is not a
-# halving) and its slope-jump weights, as in `_Tableau`.
+# The first stage's Neville divisors for level 3 (columns 1 to 3) and its slope-jump
+# weights, from the nominal steps (at the first stage's steps, at least 1 % of the scale,
+# the widths taken differ from them by rounding only).
 _FIRST_FACTORS = (
     _policy.neville_ratio(3, 1, 4.0) - 1.0,
     _policy.neville_ratio(3, 2, 4.0) - 1.0,
@@ -453,6 +558,11 @@ _FIRST_FACTORS = (
     *_policy.jump_weights(3),
 )
 _S1, _S2, _S3 = _policy.FIRST_STEPS[1:]
+# Levels 1 and 2: Neville's divisors and the slope-jump weights.
+_Q11 = _policy.neville_ratio(1, 1, 4.0) - 1.0
+_Q21 = _policy.neville_ratio(2, 1, 4.0) - 1.0
+_Q22 = _policy.neville_ratio(2, 2, 4.0) - 1.0
+_J2 = _policy.jump_weights(2)
 
 
 def first_stage(
@@ -490,16 +600,16 @@ def first_stage(
         d0, d1, d2, d3 = d
         w3 = pts[3] - pts[7]
         t11 = d1 - d0
-        t11 /= 3.0
+        t11 /= _Q11
         t11 += d1
         t21 = d2 - d1
-        t21 /= 3.0
+        t21 /= _Q21
         t21 += d2
         t31 = d3 - d2
         t31 /= q31
         t31 += d3
         t22 = t21 - t11
-        t22 /= 15.0
+        t22 /= _Q22
         t22 += t21
         t32 = t31 - t21
         t32 /= q32
@@ -522,11 +632,11 @@ def first_stage(
         if atol is not None:
             tol += atol
         s1, s2, s3 = fa1 + fb1, fa2 + fb2, fa3 + fb3
-        inner = s1 - s2
-        inner *= 4.0
         j2 = fa0 + fb0 - s1
-        j2 -= inner
-        j2 *= -2.0
+        j2 *= _J2[0]
+        inner = s1 - s2
+        inner *= _J2[1]
+        j2 += inner
         j2 /= top
         inner = s2 - s3
         inner *= jb
@@ -585,10 +695,10 @@ def first_stage_float(
     d2 = (fa2 - fb2) / (a2 - b2)
     w3 = a3 - b3
     d3 = (fa3 - fb3) / w3
-    t11 = d1 + (d1 - d0) / 3.0
-    t21 = d2 + (d2 - d1) / 3.0
+    t11 = d1 + (d1 - d0) / _Q11
+    t21 = d2 + (d2 - d1) / _Q21
     t31 = d3 + (d3 - d2) / q31
-    t22 = t21 + (t21 - t11) / 15.0
+    t22 = t21 + (t21 - t11) / _Q22
     t32 = t31 + (t31 - t21) / q32
     t33 = t32 + (t32 - t22) / q33
     big3 = abs(fa3) if abs(fa3) >= abs(fb3) else abs(fb3)
@@ -597,7 +707,7 @@ def first_stage_float(
     if atol is not None:
         tol = tol + atol
     s1, s2, s3 = fa1 + fb1, fa2 + fb2, fa3 + fb3
-    j2 = -2.0 * ((fa0 + fb0 - s1) - 4.0 * (s1 - s2)) / top
+    j2 = (_J2[0] * (fa0 + fb0 - s1) + _J2[1] * (s1 - s2)) / top
     j3 = (ja * (s1 - s2) + jb * (s2 - s3)) / h1
     big = max(abs(s1), abs(s2), abs(s3))
     aj3 = abs(j3)

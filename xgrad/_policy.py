@@ -5,13 +5,14 @@ the reference differences of `gradcheck`) takes its stencil, its step rule and i
 control from here; no other module holds a step constant or a stencil.
 
 Step rule for ``h=None`` (the search, run by `xgrad._engine`): central differences at the
-steps ``TOP * scale * step_factor(k)`` (two halvings, then ratios of 7/16, against aliasing)
-for two scales per element, ``wide = max(|x|, 1)`` (steps
+steps ``TOP * scale * step_factor(k)`` (shrinking by ratios with no common divisor, against
+aliasing) for two scales per element, ``wide = max(|x|, 1)`` (steps
 relative to x, right for log at 1e6 or sqrt at 1e12) and ``narrow = min(|x|, 1)`` (absolute
 steps for |x| >= 1, right for cos at 3e4 or exp at 600; steps relative to |x| for |x| < 1,
 right at domain edges such as log at 1e-10), each extrapolated by Neville's tableau
-(Richardson, Numerical Recipes' ``dfridr``), shrinking until successive estimates agree to
-the tolerance.
+(Richardson, Numerical Recipes' ``dfridr``, with the factors of the steps actually taken),
+shrinking until successive estimates agree to the tolerance; the level after the one that
+converged confirms it (its nearest entry's distance bounds the error from below).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "FIRST_LEVELS",
     "FIRST_STEPS",
     "NEXT_STEP",
+    "RHO",
     "HESSIAN_RTOL",
     "FLOOR",
     "KINK_FACTOR",
@@ -41,6 +43,7 @@ __all__ = [
     "TOP32",
     "DiffStatus",
     "Stencil",
+    "argument_rounding",
     "check_method",
     "check_on_failure",
     "check_step",
@@ -59,6 +62,7 @@ __all__ = [
     "second_step",
     "step_factor",
     "top",
+    "width_ratio",
 ]
 
 
@@ -117,8 +121,8 @@ METHODS: dict[str, Stencil] = {
 #: reach ~1e-14 on smooth f, small enough that most f are resolved at the first scale.
 #: float32 uses the same: one halving higher would cut its rounding (smooth-suite median
 #: 9e-7 instead of 1.6e-6) but lets oscillatory f alias into false agreement at its looser
-#: tolerance (cos(1e3 x) at 0.3 passed as -5.3 instead of 1000; with the 7/16 steps below
-#: tan at 1.5707963 and cos(1837 x) at 2 still pass wrong at 1/4).
+#: tolerance (cos(1e3 x) at 0.3 passed as -5.3 instead of 1000; with 7/16 ratios tan at
+#: 1.5707963 and cos(1837 x) at 2 still passed wrong at 1/4).
 TOP = 1.0 / 8.0
 TOP32 = 1.0 / 8.0
 
@@ -128,19 +132,49 @@ def top(eps: float) -> float:
     return TOP if eps < 1e-10 else TOP32
 
 
+def argument_rounding(eps: float) -> float:
+    """The multiple of ``eps |x| |f''|`` added to a search's error in a dtype (by its eps).
+
+    float32 answers must hold for every x within float32's rounding of x: f computed in
+    float32 rounds its own intermediate arguments (cos(w x) rounds w x by up to 2**-24 of
+    itself), and f' is then known no better than to ``|f''| eps |x|``. On cos(w x),
+    w = 3..2e4, x in {0.3, 0.7, 2, 5} (25,720 float32 cases) answers more than 1e-2 off
+    fell from 568 to 67 (answered: 9,238 -> 6,897); in the hard suite every float32
+    success is now within its bars (48 of 48; cos at 3e4 and at -2e4, right to 4e-7 but
+    with f' moving 3e-3 within x's rounding, are flagged). float64 adds nothing: there x's
+    rounding moves f' beyond the tolerance only from |x| ~ 1e8 on (sin at 1e10 is answered
+    right to 2e-16 with f's exact argument), and no float64 case is wrong without it.
+    """
+    return 1.0 if eps > 1e-10 else 0.0
+
+
+def width_ratio(coarse: Any, fine: Any, ratio: float) -> Any:
+    """Neville's factor between two levels from the widths of their stencils as taken.
+
+    ``(coarse / fine) ** log2(ratio)``: the square of the width ratio for central
+    differences (their error is even in h), the ratio itself for one-sided ones.
+    """
+    q = coarse / fine
+    return q * q if ratio == 4.0 else q
+
+
 #: Levels (pairs of evaluations) computed at each scale before looking at the other one.
 FIRST_LEVELS = 4
-#: The steps' ratios. Not halvings throughout: for cos(w x) a central quotient is
+#: The steps' ratios. Not halvings: for cos(w x) a central quotient is
 #: D(h) = f'(x) sin(w h) / (w h), 0 wherever w h is a multiple of pi, and at halving steps
 #: once the smallest step aliases every larger one does, so that all levels agree on a
-#: false value (cos(402 x) at 0.3 gave 0.116 for -377, flagged converged; 19 of 1287 cases
-#: w = 3..3000, x in {0.3, 0.7, 2} in float64, 102 in float32). After two halvings each step
-#: is 7/16 of the one before: two successive steps alias together only where w h is a
-#: multiple of 7 pi, three only at 49 pi, far above any step that resolves f. (Tried on that
-#: grid and the hard suite: a 4th step of 9/128, 11/128, 5/64 or 13/128 and continued
-#: ratios of 59/128, 15/32, 27/64, 0.45 or 1/2 left silently wrong cases in one of them.)
-FIRST_STEPS = (1.0, 0.5, 0.25, 7.0 / 64.0)
-NEXT_STEP = 7.0 / 16.0
+#: false value (cos(402 x) at 0.3 gave 0.116 for -377, flagged converged). Nor any steps
+#: with a common divisor: the earlier 1, 1/2, 1/4, 7/64 are all multiples of 1/64, and
+#: wherever w * top is near 2 pi 64 m every level aliases at once (cos(3217 x) at 0.3 gave
+#: 0.0054 for 1898, converged; in float32 random sin(w x + p) e^(a x) with w near 3220 or
+#: 1024 the same). The steps shrink by a ratio with no small rational form, first
+#: RHO = 0.4787 (the first stage's four levels span the same factor 9 as before), then
+#: NEXT_STEP = 0.4431, so that no period divides two steps exactly. cos(w x), w = 3..2e4
+#: in steps of 1.37, x in {0.3, 0.7, 2, 5} (58,388 cases, float64, error against mpmath
+#: where float64's own w x rounds): silently wrong 5 -> 0, answered 48,020 -> 56,241.
+RHO = 0.4787
+FIRST_STEPS = (1.0, RHO, RHO**2, RHO**3)
+NEXT_STEP = 0.4431
 
 
 def step_factor(k: int) -> float:
