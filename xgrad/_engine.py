@@ -465,8 +465,8 @@ def _search(
 
     if best.confirms:
         nfev += _confirm_last(ops, best, tabs, center)
-        if central and _policy.argument_rounding(eps):
-            _add_argument_rounding(ops, best, tabs, x, eps)
+    if central and _policy.argument_rounding(eps):
+        _add_argument_rounding(ops, best, tabs, x, eps)
     step = best.pick(tabs, "h", math.nan)
     rnd = best.pick(tabs, "rnd", math.inf)
     jump = best.pick(tabs, "jump", 0.0) if central else ops.full_entry(0.0)
