@@ -665,8 +665,9 @@ def first_stage_float(
 
     The same operations in the same order (tested to give the same bits), without the
     ops indirection. None where it does not apply or does not succeed: f returned
-    anything but floats, or the result is not ``ok``; `search` decides then, starting
-    from the values computed here (left in ``seed.preset`` when all eight are floats).
+    anything but floats (Python or NumPy float64), or the result is not ``ok``; `search`
+    decides then, starting from the values computed here (left in ``seed.preset`` when
+    all eight are floats).
     """
     wide = abs(x)
     if wide < 1.0:
@@ -683,9 +684,11 @@ def first_stage_float(
             v = f(p)
         except (ArithmeticError, ValueError, RuntimeWarning):
             v = math.nan
-        if type(v) is not float:
+        # Python floats, and NumPy's float64 scalars (a float subclass: np.sin of a float)
+        # as the floats they are; anything else (float32, arrays) is the search's to judge.
+        if not isinstance(v, float):
             return None
-        values.append(v)
+        values.append(float(v))
     fa0, fa1, fa2, fa3, fb0, fb1, fb2, fb3 = values
     if seed is not None:
         seed.preset = {0: (fa0, fb0), 1: (fa1, fb1), 2: (fa2, fb2), 3: (fa3, fb3)}
