@@ -458,6 +458,15 @@ def test_float32_argument_rounding_is_flagged_not_wrong(x0: float) -> None:
     assert not (unflagged & off).any(), w[unflagged & off].tolist()
 
 
+def test_wide_scale_agreement_is_not_confirmed_twice() -> None:
+    # The first four levels' agreement is what first_stage accepts: a gradient's search
+    # accepts it as well, with no confirming level (8 evaluations per element, not 10).
+    x = np.linspace(0.1, 2.0, 50)
+    r = numerical_gradient(lambda v: np.sum(np.sin(v)), x, full_output=True)
+    assert bool(np.all(r.success)) and r.nfev == 8
+    np.testing.assert_allclose(r.df, np.cos(x), rtol=1e-10)
+
+
 def test_steps_with_a_common_divisor_alias_no_more() -> None:
     # The old steps 1, 1/2, 1/4, 7/64 (times 1/8) are all multiples of 1/512: at
     # w = 2 pi 512 (1 + 1e-4) every level aliased, and 0.0054 passed as converged.

@@ -223,8 +223,15 @@ class _Best:
         self.contra = ops.full_entry(0.0)
 
     def awaiting(self, tab: _Tableau, src: float) -> Any:
-        """Converged entries whose confirming level is ``tab``'s next one."""
+        """Converged entries whose confirming level is ``tab``'s next one.
+
+        Not those of the wide scale's first FIRST_LEVELS levels: there the agreement of
+        four levels is what `first_stage` accepts unconfirmed, and a search must not
+        judge the same estimate differently (levels already computed still confirm).
+        """
         pending = self.converged() & self.ops.logical_not(self.confirmed)
+        first = (self.lev < float(_policy.FIRST_LEVELS)) & (self.src <= 2.0)
+        pending = pending & self.ops.logical_not(first)
         return pending & (self.src == src) & (self.lev == float(tab.k - 1))
 
     def offer(
