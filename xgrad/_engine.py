@@ -230,6 +230,7 @@ class _Best:
         judge the same estimate differently (levels already computed still confirm).
         """
         pending = self.converged() & self.ops.logical_not(self.confirmed)
+        # Sources 0 and 2 are the wide tableau and its continuation (3, 4: one-sided).
         first = (self.lev < float(_policy.FIRST_LEVELS)) & (self.src <= 2.0)
         pending = pending & self.ops.logical_not(first)
         return pending & (self.src == src) & (self.lev == float(tab.k - 1))
@@ -321,18 +322,9 @@ class _Best:
         resolved = self.score * self.rtol < _policy.RESOLVED
         return (self.since >= _policy.STALL_LEVELS) & resolved
 
-    def pick_at(self, tabs: dict[float, _Tableau], attr: str, offset: int) -> Any:
-        """Per entry, ``tab.<attr>[level + offset]`` of the best's tableau (nan if none)."""
-        ops = self.ops
-        out = ops.full_entry(math.nan)
-        for src, tab in tabs.items():
-            for k, v in enumerate(getattr(tab, attr)):
-                if v is not None:
-                    out = ops.where((self.src == src) & (self.lev + offset == float(k)), v, out)
-        return out
-
-    def pick(self, tabs: dict[float, _Tableau], attr: str, fill: float) -> Any:
-        """Per entry, ``tab.<attr>[level]`` of the tableau and level the best came from.
+    def pick(self, tabs: dict[float, _Tableau], attr: str, fill: float, offset: int = 0) -> Any:
+        """Per entry, ``tab.<attr>[level + offset]`` of the tableau and level the best came
+        from (``fill`` where there is none).
 
         For ``jump`` the level after the best one is used where it exists (the window of
         the best entry plus one level), and never one before the fourth.
@@ -347,7 +339,7 @@ class _Best:
                     start = first + 3.0 + 0.0 * self.lev
                     want = ops.minimum(ops.maximum(self.lev + 1.0, start), float(len(values) - 1))
                 else:
-                    want = self.lev
+                    want = self.lev + float(offset)
                 out = ops.where((self.src == src) & (want == float(k)), v, out)
         return out
 
@@ -502,8 +494,8 @@ def _add_argument_rounding(
 
     f'' comes from the even parts of the best level and of the one that confirmed it.
     """
-    s0, s1 = best.pick_at(tabs, "S", 0), best.pick_at(tabs, "S", 1)
-    h0, h1 = best.pick_at(tabs, "h", 0), best.pick_at(tabs, "h", 1)
+    s0, s1 = best.pick(tabs, "S", math.nan), best.pick(tabs, "S", math.nan, offset=1)
+    h0, h1 = best.pick(tabs, "h", math.nan), best.pick(tabs, "h", math.nan, offset=1)
     curvature = ops.abs(ops.div(s0 - s1, h0 * h0 - h1 * h1))
     moved = (_policy.argument_rounding(eps) * eps) * ops.lift(ops.abs(x)) * curvature
     best.err = ops.where(ops.isfinite(moved), ops.maximum(best.err, moved), best.err)

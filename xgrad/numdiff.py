@@ -9,6 +9,7 @@ cannot be trusted to ``rtol``/``atol``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -360,14 +361,11 @@ _BLOCK = 2**14
 # freed untouched (no page is faulted in), raises them above a block's peak once per
 # process: no faults, 30 ns per point. Under other allocators it costs nothing.
 _WORKSPACE = 64 * _BLOCK
-_warmed = False
 
 
+@functools.cache
 def _warm_allocator() -> None:
-    global _warmed
-    if not _warmed:
-        _warmed = True
-        np.empty(_WORKSPACE)  # freed at once; its 8 MB of pages are never touched
+    np.empty(_WORKSPACE)  # freed at once; its 8 MB of pages are never touched
 
 
 def _diff_array(
