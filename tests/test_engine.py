@@ -148,7 +148,9 @@ def test_hard_suite_error_bars_cover_successes() -> None:
                 total += 1
                 covered += abs(float(r.df) - ref) <= float(r.error)
     assert total > 100
-    assert covered >= 0.95 * total
+    # Issue 10's target: 99 % (before the confirming level and float32's argument
+    # rounding 108 of 111 were).
+    assert covered >= 0.99 * total
 
 
 def test_cases_outside_the_suite() -> None:
@@ -425,23 +427,27 @@ def test_oscillatory_grid_is_never_silently_wrong(dtype: str, x0: float) -> None
     assert np.count_nonzero(inside) >= covered * np.count_nonzero(unflagged)
 
 
-@pytest.mark.parametrize(
-    ("f", "df", "point"),
-    [
-        # Steps round to multiples of 1e4's spacing (9.8e-4): Neville's factors are those
-        # of the widths taken (the bar was 2.7 times below the error).
-        (np.tan, lambda v: 1.0 + np.tan(v) ** 2, 1e4),
-        # float32 rounds 100 x and 1e4 x: levels agreed by chance, the next one did not.
-        (lambda v: np.sin(np.float32(100.0) * v), lambda v: 100.0 * np.cos(100.0 * v), 1.0),
-        (lambda v: np.sin(np.float32(1e4) * v), lambda v: 1e4 * np.cos(1e4 * v), 0.5),
-    ],
-)
-def test_float32_bars_cover_or_flag(f, df, point) -> None:
-    x = np.asarray(point, dtype=np.float32)
-    r = numerical_diff(f, x, full_output=True)
-    exact = float(df(np.float64(x)))
-    if bool(r.success):
-        assert abs(float(r.df) - exact) <= float(r.error)
+# (f of the namespace and a constant, exact f' on float64 NumPy values, point)
+FLOAT32_BAR_CASES = {
+    # Steps round to multiples of 1e4's spacing (9.8e-4): Neville's factors are those of
+    # the widths taken (the bar was 2.7 times below the error).
+    "tan at 1e4": (lambda xp, v: xp.tan(v), lambda v: 1.0 + np.tan(v) ** 2, 1e4),
+    # float32 rounds 100 x and 1e4 x: levels agreed by chance, the next one did not.
+    "sin(100 x) at 1": (lambda xp, v: xp.sin(100.0 * v), lambda v: 100 * np.cos(100 * v), 1.0),
+    "sin(1e4 x) at 0.5": (lambda xp, v: xp.sin(1e4 * v), lambda v: 1e4 * np.cos(1e4 * v), 0.5),
+}
+
+
+@pytest.mark.parametrize("case", list(FLOAT32_BAR_CASES))
+def test_float32_bars_cover_or_flag(backend, case) -> None:
+    f, df, point = FLOAT32_BAR_CASES[case]
+    xp = backend.xp
+    x = backend.asarray(np.float32(point), dtype="float32")
+    r = numerical_diff(lambda v: f(xp, v), x, full_output=True)
+    exact = float(df(np.float64(np.float32(point))))
+    if bool(backend.to_numpy(r.success)):
+        error = abs(float(backend.to_numpy(r.df)) - exact)
+        assert error <= float(backend.to_numpy(r.error)), (error, r)
 
 
 @pytest.mark.parametrize("x0", [0.3, 0.7, 2.0])
@@ -458,20 +464,27 @@ def test_float32_argument_rounding_is_flagged_not_wrong(x0: float) -> None:
     assert not (unflagged & off).any(), w[unflagged & off].tolist()
 
 
-def test_wide_scale_agreement_is_not_confirmed_twice() -> None:
+def test_wide_scale_agreement_is_not_confirmed_twice(backend) -> None:
     # The first four levels' agreement is what first_stage accepts: a gradient's search
     # accepts it as well, with no confirming level (8 evaluations per element, not 10).
-    x = np.linspace(0.1, 2.0, 50)
-    r = numerical_gradient(lambda v: np.sum(np.sin(v)), x, full_output=True)
-    assert bool(np.all(r.success)) and r.nfev == 8
-    np.testing.assert_allclose(r.df, np.cos(x), rtol=1e-10)
+    xp = backend.xp
+    dtype = "float64" if backend.supports_float64 else "float32"
+    x = backend.asarray(np.linspace(0.1, 2.0, 50), dtype=dtype)
+    r = numerical_gradient(lambda v: xp.sum(xp.sin(v)), x, full_output=True)
+    assert bool(np.all(backend.to_numpy(r.success))) and r.nfev == 8
+    rtol = 1e-10 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(backend.to_numpy(r.df), np.cos(backend.to_numpy(x)), rtol=rtol)
 
 
-def test_steps_with_a_common_divisor_alias_no_more() -> None:
+def test_steps_with_a_common_divisor_alias_no_more(backend) -> None:
     # The old steps 1, 1/2, 1/4, 7/64 (times 1/8) are all multiples of 1/512: at
     # w = 2 pi 512 (1 + 1e-4) every level aliased, and 0.0054 passed as converged.
+    if not backend.supports_float64:
+        pytest.skip(f"{backend.name} has no float64 here")
+    xp = backend.xp
     for w, x0 in ((3217.0, 0.3), (3217.02, 2.0), (10294.44, 5.0)):
-        r = numerical_diff(lambda v, w=w: np.cos(w * v), np.asarray(x0), full_output=True)
+        x = backend.asarray(x0, dtype="float64")
+        r = numerical_diff(lambda v, w=w: xp.cos(w * v), x, full_output=True)
         exact = -w * math.sin(w * x0)
-        assert float(r.status) == DiffStatus.CONVERGED
-        assert abs(float(r.df) - exact) <= 1e-8 * abs(exact)
+        assert float(backend.to_numpy(r.status)) == DiffStatus.CONVERGED
+        assert abs(float(backend.to_numpy(r.df)) - exact) <= 1e-8 * abs(exact)
