@@ -18,7 +18,7 @@ path is that loop; n = 64 checks it against a full serial run), which halves the
 from __future__ import annotations
 
 import argparse
-import math
+import heapq
 import os
 import statistics
 import time
@@ -101,13 +101,13 @@ def overhead(runner: W._Runner, tasks: int = 200) -> float:
 
 
 def model(n_evals: int, c: float, workers: int, per_task: float) -> tuple[float, int, int]:
-    """(seconds, tasks, evaluations per task) of one round on ``workers`` workers.
+    """(seconds, tasks, largest evaluations per task) of one round on ``workers`` workers.
 
     As `Dispatch.run` sends it: first one evaluation on each of up to 16 workers (the
-    calibration), then the rest cut as `Dispatch.chunk` cuts it (with ``per_task`` as the
-    executor's overhead). The scheduler handles tasks one after the other at ``per_task``
-    seconds each (the measured 2-worker figure, an upper bound of Dask's per-task cost),
-    and the workers run waves of tasks in parallel.
+    calibration), then the rest in the task sizes of `Dispatch.sizes` (with ``per_task`` as
+    the executor's overhead), each task going to the first worker free. The scheduler
+    handles tasks one after the other at ``per_task`` seconds each (the measured 2-worker
+    figure, an upper bound of Dask's per-task cost), added to the workers' makespan.
     """
     d = object.__new__(W.Dispatch)
     d.unit, d.used, d.cost = 1, 0, c
@@ -119,11 +119,12 @@ def model(n_evals: int, c: float, workers: int, per_task: float) -> tuple[float,
     d.runner = _R()
     first = min(workers, W._CALIBRATION_TASKS, n_evals)
     rest = n_evals - first
-    k = W.Dispatch.chunk(d, rest) if rest else 1
-    tasks = math.ceil(rest / k)
-    waves = math.ceil(tasks / workers)
-    seconds = first * per_task + c + tasks * per_task + waves * k * c
-    return seconds, first + tasks, k
+    sizes = W.Dispatch.sizes(d, rest, rest) if rest else []
+    free = [0.0] * workers  # a heap of the times the workers become free
+    for size in sizes:
+        heapq.heapreplace(free, free[0] + size * c)
+    seconds = first * per_task + c + len(sizes) * per_task + max(free)
+    return seconds, first + len(sizes), max(sizes, default=1)
 
 
 def main() -> None:
@@ -315,14 +316,17 @@ def render_model(o: float) -> list[str]:
         "From the figures above: a derivative's first round starts with one evaluation on "
         "each of up to 16 workers (the calibration: one wave of c), then the rest of the "
         "E evaluations of cost c is cut into tasks as "
-        "`Dispatch.chunk` cuts them (about `TASK_SECONDS` = 0.25 s of work each, at least "
-        "`LOAD_FACTOR` = 4 tasks per worker while that keeps them that long, but at least "
-        "`OVERHEAD_FACTOR` = 20 times the executor's per-task cost, <= "
-        "`MAX_TASKS` = 10,000 per derivative); the scheduler handles tasks one after the "
-        f"other at the measured Dask cost of {o * 1e3:.2f} ms per task, the workers in waves: "
-        "T(W) = tasks x o + c + ceil(tasks / W) x k x c. Serial is E x c.",
+        "`Dispatch.sizes` cuts them (largest first: at most `TASK_SECONDS` = "
+        f"{W.TASK_SECONDS:g} s of work and a 2W-th of what is left, at least `LOAD_FACTOR` = "
+        f"{W.LOAD_FACTOR} tasks per worker, but at least `OVERHEAD_FACTOR` = "
+        f"{W.OVERHEAD_FACTOR} times the executor's per-task cost, <= `MAX_TASKS` = "
+        f"{W.MAX_TASKS:,} per derivative), each task going to the first free worker; the "
+        "scheduler handles tasks one after the other at the measured Dask cost of "
+        f"{o * 1e3:.2f} ms per task: T(W) = tasks x o + c + the workers' makespan. "
+        "Serial is E x c.",
         "",
-        "| E (n) | f cost | workers | tasks | evals/task | modelled s | serial s | speed-up |",
+        "| E (n) | f cost | workers | tasks | evals/task (largest) | modelled s | serial s "
+        "| speed-up |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for n in (512, 39_760):

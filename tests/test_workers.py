@@ -419,15 +419,14 @@ def _map_dispatch() -> W.Dispatch:
 def test_chunks_bounded_and_sized_by_cost():
     d = _map_dispatch()
     d.runner.count, d.cost = 2, 0.05
-    # 50 ms per evaluation: 5 evaluations per task (TASK_SECONDS 0.25), 4 tasks a worker
-    # at least while that allows.
-    assert d.chunk(1000) == 5
+    # 50 ms per evaluation: tasks of 20 evaluations at most (TASK_SECONDS 1.0), 4 tasks a
+    # worker at least while that allows.
+    assert d.chunk(1000) == 20
     assert d.chunk(16) == 2
     # Cheap f, huge rounds on 1000 workers: the budget holds over a whole search.
     d.cost, d.runner.count, total = 1e-3, 1000, 0
     for _ in range(60):
-        k = d.chunk(10**6)
-        tasks = -(-(10**6) // k)
+        tasks = len(d.sizes(10**6, 10**6))
         d.used += tasks
         total += tasks
     assert total <= W.MAX_TASKS
@@ -435,6 +434,24 @@ def test_chunks_bounded_and_sized_by_cost():
     # per task (20 times the overhead), not 1, though that leaves workers idle.
     d.cost, d.used, d.runner.overhead = 0.01, 0, 2e-3
     assert d.chunk(1024) == 4
+    assert set(d.sizes(1024, 1024)) == {4}
+    d.close()
+
+
+def test_rounds_end_in_small_tasks():
+    """Guided self-scheduling: a round's tasks shrink from TASK_SECONDS of work to one batch,
+    so that no worker waits long for the others at its end; the sizes add up to the round."""
+    d = _map_dispatch()
+    d.runner.count, d.cost = 2, 0.2
+    sizes = d.sizes(126, 126)
+    assert sum(sizes) == 126 and sizes == sorted(sizes, reverse=True)
+    assert sizes[0] == 5 and sizes[-3:] == [1, 1, 1]
+    # Fewer tasks than one evaluation each (126), more than equal tasks of 5 (26).
+    assert 26 < len(sizes) < 40
+    # In units of batch_size 4: the same rule on 32 units.
+    d.unit = 4
+    sizes = d.sizes(126, 32)
+    assert sum(sizes) == 32 and sizes[0] == 2 and sizes[-1] == 1
     d.close()
 
 
@@ -590,26 +607,27 @@ def test_cli_gradcheck_workers(tmp_path):
     assert "workers" in bad.stderr.strip().splitlines()[-1]
 
 
-def test_rounds_are_cut_into_whole_waves_of_serial_stacks():
-    """After the calibration (one unit per worker), the rest of a round is dealt in tasks of
-    near-equal size, a multiple of the workers in number, each piece starting at a serial
-    stack boundary of its segment; a task may span two segments."""
+def test_rounds_are_cut_at_serial_stacks():
+    """Tasks of the sizes asked for, each piece starting at a serial stack boundary of its
+    segment; a task may span two segments; every row is dealt once, in order."""
     d = _map_dispatch()
     segments = [(np.arange(64), np.zeros(64)), (np.arange(64), np.ones(64))]
-    # 127 rows left (one row of the first segment went to the calibration), 64 tasks: no
-    # worker of two waits a whole task for the other at the end (63 then 64 tasks of 2
-    # rows would).
-    tasks = d._cut(segments, [1, 0], 64)
-    sizes = [sum(len(piece[0]) for _, piece in task) for task in tasks]
-    assert len(tasks) == 64 and sum(sizes) == 127 and set(sizes) == {1, 2}
+    # 127 rows left (one row of the first segment went to the calibration).
+    sizes = [5] * 20 + [4, 4, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 1]
+    tasks = d._cut(segments, [1, 0], sizes)
+    got = [sum(len(piece[0]) for _, piece in task) for task in tasks]
+    assert got == sizes and sum(got) == 127
     dealt = [(s, int(i)) for task in tasks for s, piece in task for i in piece[0]]
     assert dealt == [(0, i) for i in range(1, 64)] + [(1, i) for i in range(64)]
+    assert len(tasks[12]) == 2  # rows 61..63 of the first segment, 0..1 of the second
+    # More sizes than units: the tasks stop at the last unit.
+    assert len(d._cut(segments, [60, 62], [1] * 16)) == 6
     # batch_size 5: pieces start at multiples of 5 within their segment.
     d.unit = 5
-    tasks = d._cut([(np.arange(13), np.zeros(13)), (np.arange(7), np.ones(7))], [5, 0], 3)
+    tasks = d._cut([(np.arange(13), np.zeros(13)), (np.arange(7), np.ones(7))], [5, 0], [1, 1, 2])
     starts = [[(s, int(piece[0][0]), len(piece[0])) for s, piece in task] for task in tasks]
     assert starts == [[(0, 5, 5)], [(0, 10, 3)], [(1, 0, 7)]]
-    tasks = d._cut([(np.arange(13), np.zeros(13)), (np.arange(7), np.ones(7))], [5, 0], 2)
+    tasks = d._cut([(np.arange(13), np.zeros(13)), (np.arange(7), np.ones(7))], [5, 0], [2, 2])
     starts = [[(s, int(piece[0][0]), len(piece[0])) for s, piece in task] for task in tasks]
     assert starts == [[(0, 5, 8)], [(1, 0, 7)]]
     d.close()

@@ -27,9 +27,12 @@ put back by task index, never by completion order. The numbers are therefore bit
 those of ``workers=None``, for any worker count and scheduling.
 
 Chunking: a derivative's first round starts with one serial batch per worker, which the
-workers time; the rest of the round is cut from that cost: a task then holds about
-`TASK_SECONDS` of work, at least `LOAD_FACTOR` tasks per worker per round while that keeps
-tasks that long, and a derivative never sends more than `MAX_TASKS` tasks. This process
+workers time; the rest of the round is cut from that cost, largest tasks first (guided
+self-scheduling, `guided`): a task holds at most `TASK_SECONDS` of work and a
+``2 x workers``-th of what is left, so the round ends in tasks of one batch and no worker
+waits long for the last; at least `LOAD_FACTOR` tasks per worker per round; never fewer
+than `OVERHEAD_FACTOR` times the executor's per-task cost; and a derivative never sends
+more than `MAX_TASKS` tasks. This process
 evaluates nothing for the calibration: on a 200 ms f, timing it here first would leave
 the workers idle for a whole evaluation (1.6 % of a 64-element gradient on 2 workers).
 Only when every value of the first round is the same (f may ignore its argument and read
@@ -76,11 +79,12 @@ __all__ = [
 #: Most tasks one derivative (a gradient, a Jacobian, a Hessian) sends, whatever n is:
 #: Dask's scheduler stalls on ~1e5 tasks at once (dask/distributed #2181).
 MAX_TASKS = 10_000
-#: Work per task, in seconds of f: per-task overhead (~1 ms on Dask, ~0.3 ms on a local
-#: process pool) then stays below 1 % of it.
-TASK_SECONDS = 0.25
-#: Tasks per worker per round, at least, when that keeps tasks TASK_SECONDS long: a round
-#: ends when its slowest worker does, so a few tasks each even out uneven speeds.
+#: Work per task at most, in seconds of f: the per-task cost (2.3-2.7 ms on a 2-worker
+#: LocalCluster here, 0.26 ms on the pool) stays near 0.25 % of it. The tail of a round is
+#: cut finer (`guided`), so long tasks do not leave workers waiting at its end.
+TASK_SECONDS = 1.0
+#: Tasks per worker per round, at least: a round ends when its slowest worker does, so a
+#: few tasks each even out uneven speeds.
 LOAD_FACTOR = 4
 #: Times a task lost with its worker process is sent again before giving up.
 RETRIES = 2
@@ -729,20 +733,31 @@ class Dispatch:
         self.runner.finish(self.key)
 
     def chunk(self, rows: int) -> int:
-        """Rows per task for a round of ``rows`` evaluations (once the cost is known)."""
+        """Rows per task, at most, for a round of ``rows`` evaluations (once the cost is
+        known): `TASK_SECONDS` of work, and `LOAD_FACTOR` tasks per worker at least."""
         assert self.cost is not None
-        w = self.runner.count
         by_time = max(1, math.ceil(TASK_SECONDS / self.cost))
-        by_balance = max(1, math.ceil(rows / (LOAD_FACTOR * w)))
-        k = min(by_time, by_balance)
-        k = max(k, math.ceil(OVERHEAD_FACTOR * self.runner.overhead / self.cost))
-        allowed = max(1, (MAX_TASKS - _RESERVE - self.used) // 8)
-        k = max(k, math.ceil(rows / allowed))
-        # As many tasks as a multiple of the workers, of near-equal size.
-        tasks = math.ceil(rows / k)
-        tasks = min(rows, w * math.ceil(tasks / w)) if tasks > w else tasks
-        k = math.ceil(rows / max(tasks, 1))
+        by_balance = max(1, math.ceil(rows / (LOAD_FACTOR * self.runner.count)))
+        k = max(min(by_time, by_balance), self.floor(rows))
         return self.unit * math.ceil(k / self.unit)
+
+    def sizes(self, rows: int, units: int) -> list[int]:
+        """Task sizes, in units of ``batch_size``, for a round of ``rows`` evaluations in
+        ``units`` units: largest first, down to `floor` (`guided`)."""
+        largest = self.chunk(rows) // self.unit
+        smallest = min(largest, -(-self.floor(rows) // self.unit))
+        return guided(units, self.runner.count, largest, smallest, self.allowed())
+
+    def floor(self, rows: int) -> int:
+        """Rows per task, at least: `OVERHEAD_FACTOR` times the executor's per-task cost,
+        and few enough tasks that the derivative's `MAX_TASKS` holds."""
+        assert self.cost is not None
+        k = max(1, math.ceil(OVERHEAD_FACTOR * self.runner.overhead / self.cost))
+        return max(k, math.ceil(rows / self.allowed()))
+
+    def allowed(self) -> int:
+        """Tasks this round may send: an eighth of what the budget has left."""
+        return max(1, (MAX_TASKS - _RESERVE - self.used) // 8)
 
     def run(self, segments: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
         """f at every row of every segment; host arrays, one per segment, in order."""
@@ -754,17 +769,12 @@ class Dispatch:
         if self.cost is None:
             # Calibration: one serial batch for each worker, first, timed where it runs.
             limit = min(self.runner.count, _CALIBRATION_TASKS)
-            self._send(self._cut(segments, done, limit, one_unit=True), pieces, done)
+            self._send(self._cut(segments, done, [1] * limit), pieces, done)
             rows -= sum(done)
         if rows:
-            per_task = self.chunk(rows) // self.unit
             pairs = zip(segments, done, strict=True)
             units = sum(-(-(len(seg[0]) - d) // self.unit) for seg, d in pairs)
-            tasks = -(-units // per_task)
-            w = self.runner.count
-            if tasks > w:  # whole waves: every worker gets the same share of the round
-                tasks = min(units, w * -(-tasks // w))
-            self._send(self._cut(segments, done, tasks), pieces, done)
+            self._send(self._cut(segments, done, self.sizes(rows, units)), pieces, done)
         out = [np.concatenate(p, axis=0) for p in pieces]
         if self.argument_check is not None:
             check, self.argument_check = self.argument_check, None
@@ -777,11 +787,10 @@ class Dispatch:
         self,
         segments: list[tuple[np.ndarray, ...]],
         done: list[int],
-        tasks: int,
-        one_unit: bool = False,
+        sizes: list[int],
     ) -> list[list[tuple[int, tuple[np.ndarray, ...]]]]:
-        """The rows not yet sent as ``tasks`` tasks of near-equal size (``one_unit``: the
-        first ``tasks`` units, one per task); a task is a list of (segment, piece).
+        """The next ``sum(sizes)`` units not yet sent, as tasks of ``sizes`` units each; a
+        task is a list of (segment, piece).
 
         Rows are dealt in units of ``batch_size`` counted from each segment's start, so a
         piece starts at a multiple of the unit within its segment and f's stacks are the
@@ -792,15 +801,12 @@ class Dispatch:
         offsets = [0]
         for count in left:
             offsets.append(offsets[-1] + count)
-        total = offsets[-1]
-        if one_unit:
-            bounds = list(range(min(tasks, total) + 1))
-        else:
-            tasks = max(1, min(tasks, total))
-            bounds = [t * total // tasks for t in range(tasks + 1)]
+        bounds = [min(b, offsets[-1]) for b in itertools.accumulate(sizes, initial=0)]
         out: list[list[tuple[int, tuple[np.ndarray, ...]]]] = []
         s = 0
         for a, b in itertools.pairwise(bounds):
+            if a == b:  # past the last unit
+                break
             task: list[tuple[int, tuple[np.ndarray, ...]]] = []
             while a < b:
                 while offsets[s + 1] <= a:  # skip segments already dealt out (or empty)
@@ -838,6 +844,27 @@ class Dispatch:
             self.cost = 1e-7  # a runner that reports no time: cheap f, big tasks
 
 
+def guided(units: int, workers: int, largest: int, smallest: int, most: int) -> list[int]:
+    """Task sizes (in units) for a round of ``units``: each task takes a ``2 x workers``-th of
+    what is left, between ``smallest`` and ``largest``, so tasks shrink towards the end of
+    the round (guided self-scheduling).
+
+    The round ends when its slowest worker does: big tasks first keep the executor's
+    per-task cost small, small ones last leave a worker waiting at most a small task for
+    the others. ``smallest`` is raised until the round is at most ``most`` tasks.
+    """
+    while True:
+        sizes: list[int] = []
+        left = units
+        while left > 0:
+            size = min(left, max(smallest, min(largest, -(-left // (2 * workers)))))
+            sizes.append(size)
+            left -= size
+        if len(sizes) <= most or smallest >= largest:
+            return sizes
+        smallest = min(largest, 2 * smallest)
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn()
@@ -848,7 +875,8 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def local_cluster(n: int) -> Any:
-    """A ``distributed.LocalCluster`` of ``n`` single-threaded worker processes.
+    """A ``distributed.LocalCluster`` of ``n`` single-threaded worker processes, whose
+    scheduler hands out one task per worker at a time (``worker-saturation`` 1.0).
 
     Without Dask's default ``MALLOC_TRIM_THRESHOLD_=65536`` in the workers' environment:
     with it, every NumPy temporary above 64 KB is mapped and unmapped afresh, and an f of
@@ -860,7 +888,14 @@ def local_cluster(n: int) -> Any:
 
     distributed: Any = _distributed  # its constructors are untyped
     environ = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+    settings = {
+        "distributed.nanny.pre-spawn-environ": environ,
+        # One task per worker thread, none queued on it: the round's small last tasks then go
+        # to whichever worker is free (at Dask's default 1.1, a worker holds one more task,
+        # and a free worker waited up to 0.7 s of a 13 s round for a busy one's queue).
+        "distributed.scheduler.worker-saturation": 1.0,
+    }
+    with dask.config.set(settings):
         return distributed.LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
