@@ -195,7 +195,7 @@ def main() -> None:
         f"Vectorized over 1e5 points, xgrad's default is {speedup:.1f}x faster than "
         "scipy.differentiate in this run. All rows run in one process, xgrad's first: its "
         "first blocked derivative raises glibc's allocator thresholds once (see "
-        "`xgrad.numdiff._warm_allocator`), so the rows after it, scipy's and the book's plain "
+        "`xgrad._allocator.warm`), so the rows after it, scipy's and the book's plain "
         "NumPy expression included, run with those thresholds too (the book's row: 15.9 ns "
         "per point in the last run before xgrad did this, at ae09617).",
         "",

@@ -9,7 +9,6 @@ cannot be trusted to ``rtol``/``atol``.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from xgrad import _compat, _engine, _policy
+from xgrad import _allocator, _compat, _engine, _policy
 from xgrad._arrays import as_float_array
 from xgrad._evaluators import (
     ElementwiseOps,
@@ -353,19 +352,8 @@ def _status_finite(df: Any) -> float:
 _FIELDS = ("df", "error", "status", "step")
 _BLOCK = 2**14
 # A block's temporaries (the stencil points, f's values there, f's own temporaries, the
-# tableau) add up to several times the largest of them. glibc hands memory back to the
-# system once that much is free at the top of its heap (its trim threshold, twice the
-# largest mmap'ed chunk freed so far), so each block faulted its pages in afresh: 1,700
-# page faults and 56 ns per point for a derivative on 1e5 points. glibc raises its
-# thresholds itself when a large mmap'ed chunk is freed; one such chunk, allocated and
-# freed untouched (no page is faulted in), raises them above a block's peak once per
-# process: no faults, 30 ns per point. Under other allocators it costs nothing.
-_WORKSPACE = 64 * _BLOCK
-
-
-@functools.cache
-def _warm_allocator() -> None:
-    np.empty(_WORKSPACE)  # freed at once; its 8 MB of pages are never touched
+# tableau) add up to several times the largest of them: above one block, the allocator is
+# warmed first (`xgrad._allocator`), or each block faults its pages in afresh.
 
 
 def _diff_array(
@@ -392,7 +380,7 @@ def _diff_array(
     if size <= _BLOCK:
         blocks = [flat]
     else:
-        _warm_allocator()
+        _allocator.warm()
         blocks = [flat[start : min(size, start + _BLOCK)] for start in range(0, size, _BLOCK)]
     outs = [_diff_block(f, b, blk, h, method, eps, tiny, r, a, full_output) for blk in blocks]
     if len(outs) == 1:
