@@ -419,9 +419,10 @@ def _map_dispatch() -> W.Dispatch:
 def test_chunks_bounded_and_sized_by_cost():
     d = _map_dispatch()
     d.runner.count, d.cost = 2, 0.05
-    # 50 ms per evaluation: tasks of 20 evaluations at most (TASK_SECONDS 1.0), 4 tasks a
+    # 50 ms per evaluation: tasks of 80 evaluations at most (TASK_SECONDS 4.0), 4 tasks a
     # worker at least while that allows.
-    assert d.chunk(1000) == 20
+    assert d.chunk(1000) == 80
+    assert d.chunk(400) == 50
     assert d.chunk(16) == 2
     # Cheap f, huge rounds on 1000 workers: the budget holds over a whole search.
     d.cost, d.runner.count, total = 1e-3, 1000, 0
@@ -445,13 +446,14 @@ def test_rounds_end_in_small_tasks():
     d.runner.count, d.cost = 2, 0.2
     sizes = d.sizes(126, 126)
     assert sum(sizes) == 126 and sizes == sorted(sizes, reverse=True)
-    assert sizes[0] == 5 and sizes[-3:] == [1, 1, 1]
-    # Fewer tasks than one evaluation each (126), more than equal tasks of 5 (26).
-    assert 26 < len(sizes) < 40
+    # 16 = 126 / (LOAD_FACTOR x 2 workers), below TASK_SECONDS' 20 evaluations.
+    assert sizes[0] == 16 and sizes[-3:] == [1, 1, 1]
+    # Far fewer tasks than one evaluation each (126), more than equal tasks of 16 (8).
+    assert 8 < len(sizes) < 20
     # In units of batch_size 4: the same rule on 32 units.
     d.unit = 4
     sizes = d.sizes(126, 32)
-    assert sum(sizes) == 32 and sizes[0] == 2 and sizes[-1] == 1
+    assert sum(sizes) == 32 and sizes[0] == 4 and sizes[-1] == 1
     d.close()
 
 
