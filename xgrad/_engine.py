@@ -108,7 +108,11 @@ class _Tableau:
         with ops.quiet():
             d = ops.div(va - vb, width)
             fmax = ops.maximum(ops.abs(va), ops.abs(vb))
-            rnd = ops.div(2.0 * ops.eps_f * fmax, ops.abs(width))
+            noise = fmax
+            if _policy.argument_noise(self.eps):
+                # f rounds its own arguments (w x in cos(w x)): its values move with |x f'|.
+                noise = noise + _policy.argument_noise(self.eps) * ops.lift(ops.abs(x)) * ops.abs(d)
+            rnd = ops.div(2.0 * ops.eps_f * noise, ops.abs(width))
             self.fmax = fmax
             row = [d]
             entries = []
@@ -615,6 +619,8 @@ def first_stage(
         # is (T32 - T22) / q33, T33 - T22 is (q33 + 1) / q33 of it.
         err = ops.abs(t33 - t22)
         rounding = ops.maximum(ops.abs(fa3), ops.abs(fb3))
+        if _policy.argument_noise(eps):
+            rounding += _policy.argument_noise(eps) * ops.abs(x) * ops.abs(d3)
         rounding *= 4.0 * eps
         rounding /= ops.abs(w3)
         err += rounding
