@@ -257,6 +257,65 @@ def test_numerical_gradient_on_workers_in_a_subprocess(data_dir: Path, tmp_path:
     assert "Traceback" not in bad.stderr
 
 
+def test_numerical_training_on_a_dask_scheduler_resumes(data_dir: Path, tmp_path: Path) -> None:
+    """``--scheduler tcp://...``: a real cluster's workers take each step's perturbations;
+    the run checkpoints, resumes, and ends where a whole run in this process does."""
+    distributed = pytest.importorskip("distributed")
+    numerical = ("--gradient", "numerical", "--no-plot")
+    assert main([*train_args(data_dir, tmp_path / "here", *numerical), "--iters", "6"]) == 0
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://")
+        part = tmp_path / "part"
+        for extra in (["--iters", "4"], ["--iters", "6", "--resume"]):
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "xgrad.cli",
+                    *train_args(data_dir, part, *numerical),
+                    "--scheduler",
+                    address,
+                    *extra,
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
+                check=False,
+            )
+            assert proc.returncode == 0, proc.stderr
+            assert (part / "checkpoint.json").exists()
+        # The perturbations ran on this cluster, as xgrad's tasks.
+        prefix = cluster.scheduler.task_prefixes.get("run_task")
+        assert prefix is not None and sum(prefix.state_counts.values()) > 0
+        both = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "xgrad.cli",
+                *train_args(data_dir, tmp_path / "b"),
+                *("--scheduler", address, "--workers", "2"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+    here = json.loads((tmp_path / "here" / "history.json").read_text())
+    resumed = json.loads((part / "history.json").read_text())
+    assert len(resumed["train_loss"]) == len(here["train_loss"]) == 6
+    # The loop on the cluster against the closed form here: equal up to the loop's rounding.
+    np.testing.assert_allclose(resumed["train_loss"], here["train_loss"], rtol=1e-9)
+    # A cluster brings its own workers: --workers beside an address is refused by name.
+    assert both.returncode != 0 and "--workers" in both.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in both.stderr
+
+
 def test_killed_process_resumes_to_the_same_end(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
