@@ -223,7 +223,8 @@ def test_smooth_suite_float32(backend) -> None:
         value = float(backend.to_numpy(numerical_diff(f, x)))
         used = float(np.float32(point))
         errors.append(abs(value - float(df(used))) / abs(float(df(used))))
-    assert np.median(errors) <= 2e-6
+    # Issue 10's target; 1.9e-6 with float32's first step at 1/8 of the scale (4.7e-7 now).
+    assert np.median(errors) <= 1e-6
 
 
 def test_scalar_and_array_paths_agree_bit_for_bit() -> None:
