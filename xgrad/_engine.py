@@ -471,12 +471,8 @@ def _search(
     jump = best.pick(tabs, "jump", 0.0) if central else ops.full_entry(0.0)
     status = _classify(ops, best, rnd, jump, diverging)
     # A noisy element's error is at least the scatter of the levels after its best one; so
-    # is every richardson error: its best is the smallest estimate of every level's, the
-    # likeliest chance agreement of all (hard-suite float64 coverage 58/61 -> 60/61: cos(x^2)
-    # at 100 and cos(402 x) at 0.3 had bars 4.8 and 1.2 times below their errors).
-    scattered = status == float(DiffStatus.NOISY)
-    if exhaustive:
-        scattered = ops.full_entry(True)
+    # is richardson's, whose best is a chance agreement of all levels' (module docstring).
+    scattered = ops.full_entry(True) if exhaustive else status == float(DiffStatus.NOISY)
     error = ops.where(scattered, ops.maximum(best.err, best.scatter), best.err)
     return Outcome(best.df, error, status, step, nfev)
 
