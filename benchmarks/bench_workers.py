@@ -31,7 +31,6 @@ import numpy as np  # noqa: E402
 from _common import environment, write_atomic  # noqa: E402
 
 import xgrad  # noqa: E402
-from xgrad import _allocator  # noqa: E402
 from xgrad import workers as W  # noqa: E402
 from xgrad.numdiff import numerical_gradient  # noqa: E402
 
@@ -148,9 +147,6 @@ def main() -> None:
     # Each executor alone on the machine: an idle LocalCluster beside xgrad's pool (or the
     # pool's processes beside the cluster) slowed the other's evaluations 2.4-fold here.
     numerical_gradient(Work(1), np.ones(4), h=1e-3, workers=2)  # pool started, xgrad imported
-    # f is timed here with the allocator thresholds xgrad's evaluators set in every process
-    # (this f ran 54 ms cold, 22 ms warm): serial, pool and cluster evaluate alike.
-    _allocator.warm()
     cells = []
     for ms in costs:
         for n in sizes:

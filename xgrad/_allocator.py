@@ -1,12 +1,11 @@
 """glibc's malloc thresholds, raised once per process.
 
-An f or a derivative whose temporaries are a few hundred kB each, several alive at once,
-adds up to more free memory at the top of glibc's heap than its trim threshold (twice the
-largest mmap'ed chunk freed so far, 128 kB at the start), so glibc hands the memory back
-after every call and the next call faults its pages in afresh: a derivative on 1e5 points
-made 1,700 page faults a call (56 ns per point, against 30 warm), and
-`benchmarks/bench_workers.py`'s f over 20,000 numbers ran 54 ms cold and 22 ms warm in
-the same process. glibc raises its thresholds itself when a large mmap'ed chunk is freed;
+A blocked derivative's temporaries (the stencil points, f's values there, f's own
+temporaries, the tableau), several alive at once, add up to more free memory at the top of
+glibc's heap than its trim threshold (twice the largest mmap'ed chunk freed so far, 128 kB
+at the start), so glibc hands the memory back after every block and the next one faults
+its pages in afresh: a derivative on 1e5 points made 1,700 page faults a call (56 ns per
+point, against 30 warm). glibc raises its thresholds itself when a large mmap'ed chunk is freed;
 one such chunk, allocated and freed untouched (no page is faulted in), raises them above
 such peaks for the rest of the process. Under other allocators it costs nothing.
 """

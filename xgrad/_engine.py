@@ -25,8 +25,9 @@ Per element (or per Jacobian entry), in order, stopping where the tolerance is m
    such a chance. richardson's exhaustive search is confirmed the same way (its best of
    every level's estimates is the likeliest chance of all: hard-suite float64 coverage
    53/62 -> 58/61), and its error is also at least the scatter of the levels after its
-   best one (58/61 -> 60/61). In float32 the error is also at least how far f' moves within x's
-   own rounding (`xgrad._policy.argument_rounding`).
+   best one (58/61 -> 60/61). In float32 the error is also at least how far f' moves
+   within x's own rounding (`xgrad._policy.argument_rounding`), and each level's rounding
+   bound holds f's rounding of its own arguments (`xgrad._policy.argument_noise`).
 
 Then each element gets a status: a converged estimate whose even part grows linearly in h
 (a slope jump: ``f(x+h) + f(x-h) - 2 f(x)`` ~ J|h| instead of ~ h**2) is a kink; an
@@ -109,10 +110,10 @@ class _Tableau:
         with ops.quiet():
             d = ops.div(va - vb, width)
             fmax = ops.maximum(ops.abs(va), ops.abs(vb))
-            noise = fmax
-            if _policy.argument_noise(self.eps):
+            noise, moved = fmax, _policy.argument_noise(self.eps)
+            if moved:
                 # f rounds its own arguments (w x in cos(w x)): its values move with |x f'|.
-                noise = noise + _policy.argument_noise(self.eps) * ops.lift(ops.abs(x)) * ops.abs(d)
+                noise = noise + moved * ops.lift(ops.abs(x)) * ops.abs(d)
             rnd = ops.div(2.0 * ops.eps_f * noise, ops.abs(width))
             self.fmax = fmax
             row = [d]
@@ -621,8 +622,9 @@ def first_stage(
         # is (T32 - T22) / q33, T33 - T22 is (q33 + 1) / q33 of it.
         err = ops.abs(t33 - t22)
         rounding = ops.maximum(ops.abs(fa3), ops.abs(fb3))
-        if _policy.argument_noise(eps):
-            rounding += _policy.argument_noise(eps) * ops.abs(x) * ops.abs(d3)
+        moved = _policy.argument_noise(eps)
+        if moved:
+            rounding += moved * ops.abs(x) * ops.abs(d3)
         rounding *= 4.0 * eps
         rounding /= ops.abs(w3)
         err += rounding

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from xgrad import _allocator
 from xgrad.backends import Backend
 from xgrad.errors import ArgumentError, ArgumentTypeError
 
@@ -383,7 +382,6 @@ class PerturbOps(_ArrayMath):
         lo, hi = columns if columns is not None else (0, n)
         k = hi - lo
         super().__init__(xp, backend, arr, (k,) if not out_shape else (k, m))
-        _allocator.warm()  # f runs many times: keep its temporaries' pages between calls
         self.call = call
         self.arr = arr
         self.shape = tuple(arr.shape)
@@ -566,7 +564,6 @@ class HessianValues:
         chunk_size: int | None,
     ) -> None:
         xp = b.xp
-        _allocator.warm()  # f runs many times: keep its temporaries' pages between calls
         self.f, self.b, self.xp = f, b, xp
         self.shape = tuple(xa.shape)
         self.n = math.prod(self.shape)
