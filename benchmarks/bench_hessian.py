@@ -73,7 +73,7 @@ def timed(call) -> tuple[float, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--out", help="write the markdown table here")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
