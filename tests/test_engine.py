@@ -508,12 +508,13 @@ def test_float32_argument_rounding_is_flagged_not_wrong(x0: float) -> None:
 
 def test_wide_scale_agreement_is_not_confirmed_twice(backend) -> None:
     # The first four levels' agreement is what first_stage accepts: a gradient's search
-    # accepts it as well, with no confirming level (8 evaluations per element, not 10).
+    # accepts it as well, with no confirming level (8 evaluations per element, not 10),
+    # and f(x) once for the noise bar: T33 - T22 (1e-11) is not far below the tolerance.
     xp = backend.xp
     dtype = "float64" if backend.supports_float64 else "float32"
     x = backend.asarray(np.linspace(0.1, 2.0, 50), dtype=dtype)
     r = numerical_gradient(lambda v: xp.sum(xp.sin(v)), x, full_output=True)
-    assert bool(np.all(backend.to_numpy(r.success))) and r.nfev == 8
+    assert bool(np.all(backend.to_numpy(r.success))) and r.nfev == 9
     rtol = 1e-10 if dtype == "float64" else 1e-5
     np.testing.assert_allclose(backend.to_numpy(r.df), np.cos(backend.to_numpy(x)), rtol=rtol)
 

@@ -75,6 +75,7 @@ class _Tableau:
         self.first: Any = 0.0
         self.fmax: Any = None
         self.prev: list[Any] = []
+        self.before: list[Any] = []
         # Per level: quotient D, even part S = f(x+h) + f(x-h), step, rounding bound, and
         # the slope jump J estimated from the last three levels (0 where none is seen).
         self.D: list[Any] = []
@@ -89,6 +90,9 @@ class _Tableau:
         self.rnd: list[Any] = []
         self.jump: list[Any] = []
         self.raw: list[Any] = []
+        # Per level, the step up as taken (with width, the one down): the even residual's
+        # nodes (`_residual_noise`).
+        self.up: list[Any] = []
 
     def level(self, active: Any, f0: Any) -> list[tuple[Any, Any]]:
         """Evaluate the next level; return its extrapolated entries ``(value, error)``."""
@@ -131,12 +135,13 @@ class _Tableau:
                 e = e + 2.0 * rnd + ops.eps_f * ops.abs(t) + ops.err_floor
                 entries.append((t, ops.finite_or_inf(e, t)))
                 row.append(t)
-            self.prev = row
+            self.before, self.prev = self.prev, row
             self.D.append(d)
             self.h.append(ops.lift(h))
             self.rnd.append(rnd)
             if st.a == -st.b:
                 self.S.append(va + vb)
+                self.up.append(pa - x)
                 self.jump.append(self._jump())
         self.k += 1
         return entries
@@ -197,6 +202,7 @@ def _continued(ops: Any, tab: _Tableau, fresh: Any, top_fresh: Any) -> _Tableau:
     out.prev, out.D, out.S, out.h = mix(tab.prev), mix(tab.D), mix(tab.S), mix(tab.h)
     out.rnd, out.jump, out.raw = mix(tab.rnd), mix(tab.jump), mix(tab.raw)
     out.width = mix(tab.width)
+    out.up = list(tab.up)
     return out
 
 
@@ -391,10 +397,10 @@ def _search(
     top_narrow = ops.minimum(
         narrow * first_step, top_wide * _policy.step_factor(_policy.FIRST_LEVELS)
     )
+    at_x = _AtX(ops, f0) if f0 is not None else None
     center: Any = None
     if not central:
-        center = f0() if f0 is not None else None
-        nfev += 1
+        center = at_x() if at_x is not None else None
 
     def active() -> Any:
         stalled = best.stalled()
@@ -426,8 +432,8 @@ def _search(
     run(tabs[0.0], 0.0, _policy.FIRST_LEVELS, center)
     again = ops.full_entry(False)
     if central:
-        again, calls = _look_again(ops, best, tabs, f0)
-        nfev += calls
+        _add_noise_bar(ops, best, tabs[0.0], at_x, rtol, atol)
+        again = _look_again(ops, best, tabs, at_x)
     if ops.any(active() | again):
         # Smaller steps where the wide scale did not converge: the narrow scale, started
         # afresh where it is far below the wide one, else the wide tableau continued.
@@ -450,10 +456,9 @@ def _search(
     else:
         diverging = last.diverging()
 
-    if central and f0 is not None and ops.any(ops.logical_not(ops.isfinite(best.err))):
+    if central and at_x is not None and ops.any(ops.logical_not(ops.isfinite(best.err))):
         # A domain edge at x: no central quotient is finite; differences on one side are.
-        center = f0()
-        nfev += 1
+        center = at_x()
         for n, name in enumerate(("forward", "backward")):
             missing = ops.logical_not(ops.isfinite(best.err))
             if not ops.any(missing):
@@ -465,6 +470,9 @@ def _search(
             diverging = ops.where(missing & ops.isfinite(best.err), one.diverging(), diverging)
 
     nfev += _confirm_last(ops, best, tabs, center)
+    if central:
+        _add_deep_noise_bar(ops, best, tabs, at_x)
+    nfev += at_x.calls if at_x is not None else 0
     if central and _policy.argument_rounding(eps):
         _add_argument_rounding(ops, best, tabs, x, eps)
     step = best.pick(tabs, "h", math.nan)
@@ -494,6 +502,93 @@ def _confirm_last(ops: Any, best: _Best, tabs: dict[float, _Tableau], center: An
     return calls
 
 
+def _add_deep_noise_bar(
+    ops: Any, best: _Best, tabs: dict[float, _Tableau], at_x: _AtX | None
+) -> None:
+    """The noise bar of converged entries beyond the first levels (`_policy.ENTRY_GAIN`).
+
+    The confirming level bounds the error by its nearest entry's distance, and two noisy
+    levels may agree by chance as well as one level's T33 and T22 do (bench_noisy: 23
+    answers at level 4, confirmed by level 5, off by up to 8.5e-8, unflagged). f's noise
+    s is the smallest even residual of the windows of 7, 6 and 5 levels ending at the
+    confirming one: the smallest, because a smooth f's h^(2n) terms and a window reaching
+    a large step (1/(x-1) at 1+1e-7, whose top level nears the pole) inflate some windows
+    but noise inflates all. Four levels and f(x) are a last window, where the bar so far
+    would fail the entry, so that smooth entries pay no call for f(x). The bar is
+    ``NOISE_KAPPA ENTRY_GAIN s / h`` at the best entry's step h.
+    """
+    deep = best.converged() & (best.lev >= float(_policy.FIRST_LEVELS))
+    # A slope jump's even part is not noise: `_classify` calls it a kink, from the error
+    # before any bar.
+    jump = best.pick(tabs, "jump", 0.0)
+    deep = deep & (ops.abs(jump) <= _policy.KINK_FACTOR * (best.tolerance() + best.err))
+    if not ops.any(deep):
+        return
+    end = ops.where(best.confirmed, best.lev + 1.0, best.lev)
+    sigma = ops.full_entry(math.nan)
+    step = best.pick(tabs, "h", math.nan)
+    gain = _policy.NOISE_KAPPA * _policy.ENTRY_GAIN
+    tol = best.tolerance()
+    want = deep
+    for n, with_fx in _WINDOWS:
+        if with_fx:
+            # f(x) costs a call: only where the bar so far would fail the entry.
+            want = deep & ops.logical_not(best.err + ops.div(gain * sigma, step) <= tol)
+            if at_x is None or not ops.any(want):
+                continue
+        fx = at_x() if with_fx and at_x is not None else None
+        one = _residual_noise(ops, best, tabs, want, end, ops.full_entry(math.nan), n, fx)
+        sigma = ops.where(ops.isfinite(one) & ops.logical_not(sigma <= one), one, sigma)
+    bar = ops.div(gain * sigma, step)
+    best.err = ops.where(deep & ops.isfinite(bar), best.err + bar, best.err)
+
+
+_WINDOWS = [(7, False), (6, False), (5, False), (4, True)]
+
+
+def _residual_noise(
+    ops: Any,
+    best: _Best,
+    tabs: dict[float, _Tableau],
+    want: Any,
+    end: Any,
+    sigma: Any,
+    n: int,
+    fx: Any,
+) -> Any:
+    """f's noise per entry from the even residual of the levels ending at ``end``.
+
+    Five levels without f(x), or four with it (``fx``), the window moved up to the fourth
+    level of a restarted tableau (levels before it hold nan there). At the steps as taken:
+    at small steps x +- h round unevenly (by up to x's spacing), and the odd part that
+    leaks into S, ``f' (up - down)``, and the nodes' shift would pass for noise (sin at
+    1e10, cos(x**2) at 100, 1/(x - 1) at 1 + 1e-7 were flagged, right to 1e-12, when the
+    nominal steps were used).
+    """
+    for src, tab in tabs.items():
+        if len(tab.S) < n:
+            continue
+        last = end
+        mine = want & (best.src == src)
+        for e in range(n - 1, len(tab.S)):
+            at = mine & (last == float(e))
+            if not ops.any(at):
+                continue
+            window = range(e - n + 1, e + 1)
+            nodes, even = [], []
+            for m in window:
+                up = ops.lift(tab.up[m])
+                down = tab.width[m] - up
+                nodes.append(0.5 * (up * up + down * down))
+                even.append(tab.S[m] - tab.D[m] * (up - down))
+            weights, gain = _policy.even_residual(nodes, fx is not None)
+            residual = -2.0 * fx if fx is not None else 0.0
+            for w, value in zip(weights, even):
+                residual = residual + w * value
+            sigma = ops.where(at, ops.div(ops.abs(residual), gain), sigma)
+    return sigma
+
+
 def _add_argument_rounding(
     ops: Any, best: _Best, tabs: dict[float, _Tableau], x: Any, eps: float
 ) -> None:
@@ -508,10 +603,8 @@ def _add_argument_rounding(
     best.err = ops.where(ops.isfinite(moved), ops.maximum(best.err, moved), best.err)
 
 
-def _look_again(
-    ops: Any, best: _Best, tabs: dict[float, _Tableau], f0: Callable[[], Any] | None
-) -> tuple[Any, int]:
-    """Entries the wide scale converged on that smaller steps must confirm, and f's calls.
+def _look_again(ops: Any, best: _Best, tabs: dict[float, _Tableau], at_x: _AtX | None) -> Any:
+    """Entries the wide scale converged on that smaller steps must confirm.
 
     Look again at smaller steps, on the other scale, where the first one may deceive: a
     slope jump may be aliasing (periodic f, steps near a multiple of its period), where a
@@ -519,17 +612,59 @@ def _look_again(
     f exactly 0 all around a point where it is not (a narrow peak): then f(x) is not 0.
     Suspect entries lose their score, so that any later estimate replaces them.
     """
-    calls = 0
     converged = best.converged()
     jump = best.pick(tabs, "jump", 0.0)
     suspect = converged & (ops.abs(jump) > _policy.KINK_FACTOR * best.tolerance())
     zeros = converged & (best.fmax == 0.0)
-    if f0 is not None and ops.any(zeros):
-        fx = f0()
-        calls += 1
-        suspect = suspect | (zeros & (ops.abs(fx) > 0.0))
+    if at_x is not None and ops.any(zeros):
+        suspect = suspect | (zeros & (ops.abs(at_x()) > 0.0))
     best.score = ops.where(suspect, math.inf, best.score)
-    return suspect | (converged & ops.logical_not(best.strict())), calls
+    return suspect | (converged & ops.logical_not(best.strict()))
+
+
+class _AtX:
+    """f(x), evaluated once however many parts of a search need it, or the first stage's."""
+
+    def __init__(self, ops: Any, f0: Callable[[], Any]) -> None:
+        self.ops, self.f0, self.calls, self.value = ops, f0, 0, None
+
+    def __call__(self) -> Any:
+        if self.value is None:
+            preset = getattr(self.ops, "preset_fx", None)
+            self.value = self.f0() if preset is None else preset
+            self.calls = 1
+        return self.value
+
+
+def _add_noise_bar(
+    ops: Any, best: _Best, tab: _Tableau, at_x: _AtX | None, rtol: float, atol: float | None
+) -> None:
+    """The first stage's noise bar on best entries from the wide scale's first levels.
+
+    `first_stage` adds it to T33's error where T33 - T22 is not far below the tolerance;
+    the search does the same to its entries from those levels (T33's bar, the largest of
+    theirs), or it would accept what the first stage refused, unconfirmed (`_Best.awaiting`).
+    """
+    if at_x is None or tab.k != _policy.FIRST_LEVELS or len(tab.S) != tab.k:
+        return
+    t33, t22 = tab.prev[3], tab.before[2]
+    tol = rtol * ops.abs(t33)
+    if atol is not None:
+        tol = tol + atol
+    screen = ops.abs(t33 - t22) > tol / _policy.NOISE_SCREEN
+    # Only converged entries: one that is not stays unconverged whatever its bar, since
+    # later levels replace it only with better ones (and f(x) costs a call).
+    screen = screen & best.converged()
+    screen = screen & (best.src == 0.0) & (best.lev < float(_policy.FIRST_LEVELS))
+    if not ops.any(screen):
+        return
+    noise = _noise_bar(ops, tuple(tab.S), at_x(), ops.lift(tab.top))
+    add = screen & ops.isfinite(noise)
+    best.err = ops.where(add, best.err + noise, best.err)
+    # The score as `_Best.offer` computes it, from the raised error.
+    scale = best._floor(best.fmax) + (atol or 0.0)
+    score = ops.div(best.err, rtol * ops.abs(best.df) + scale + ops.tiny)
+    best.score = ops.where(add, score, best.score)
 
 
 def _classify(ops: Any, best: _Best, rnd: Any, jump: Any, diverging: Any) -> Any:
@@ -568,13 +703,14 @@ _J2 = _policy.jump_weights(2)
 
 def first_stage(
     ops: Any, x: Any, eps: float, rtol: float, atol: float | None
-) -> tuple[Any, Any, Any, Any]:
-    """The search's common outcome, in few operations: (df, error, step, ok).
+) -> tuple[Any, Any, Any, Any, int]:
+    """The search's common outcome, in few operations: (df, error, step, ok, f's calls).
 
     The wide-scale tableau's four levels, all stencil points in one evaluation, and its
-    top entry T33 with Numerical Recipes' error estimate. ``ok`` where that meets the
-    tolerance and the even part shows no slope jump: there `search` would stop too (on
-    the same estimate or one of its neighbours); elsewhere run `search`.
+    top entry T33 with Numerical Recipes' error estimate; where that is not far below the
+    tolerance, f(x) as well, for the noise bar (`_policy.NOISE_WEIGHT`). ``ok`` where
+    the error meets the tolerance and the even part shows no slope jump: there `search`
+    would stop too (on the same estimate or one of its neighbours); elsewhere run `search`.
     """
     wide = ops.maximum(ops.abs(x), 1.0)
     top = wide * _policy.top(eps)
@@ -587,8 +723,9 @@ def first_stage(
     fa_fb = [(fa0, fb0), (fa1, fb1), (fa2, fb2), (fa3, fb3)]
     ops.preset = dict(enumerate(fa_fb))
     ops.preset_top = top
+    nfev = 8
     if ops.low_precision:
-        return x, x, x, ops.full_entry(False)
+        return x, x, x, ops.full_entry(False), nfev
     # Augmented assignments on fresh temporaries: the same operations in the same order
     # as first_stage_float (so the same bits), without an allocation per operation
     # (immutable arrays, JAX's, rebind instead).
@@ -635,7 +772,15 @@ def first_stage(
         tol = rtol * size
         if atol is not None:
             tol += atol
-        s1, s2, s3 = fa1 + fb1, fa2 + fb2, fa3 + fb3
+        s0, s1, s2, s3 = fa0 + fb0, fa1 + fb1, fa2 + fb2, fa3 + fb3
+        # Not where T33 fails anyway: f(x) costs a call.
+        screen = (ops.abs(t33 - t22) > tol / _policy.NOISE_SCREEN) & (err <= tol)
+        if ops.any(screen):
+            (fx,) = ops.evaluate([x], screen)
+            ops.preset_fx = fx
+            nfev += 1
+            noise = _noise_bar(ops, (s0, s1, s2, s3), fx, top)
+            err = ops.where(screen & ops.isfinite(noise), err + noise, err)
         j2 = fa0 + fb0 - s1
         j2 *= _J2[0]
         inner = s1 - s2
@@ -654,7 +799,18 @@ def first_stage(
         jump = jump & (aj3 > _policy.KINK_FACTOR * (tol + err))
         # An exact zero is left to the search: f may be 0 all around x but not at x.
         ok = (err <= tol) & ops.logical_not(jump) & ops.isfinite(t33) & (t33 != 0.0)
-    return t33, err, h3, ok
+    return t33, err, h3, ok, nfev
+
+
+def _noise_bar(ops: Any, even: tuple[Any, Any, Any, Any], fx: Any, top: Any) -> Any:
+    """T33's bar for noise in f, from the first levels' even parts and f(x) (`_policy`).
+
+    Where f(x) is not finite (a removable singularity at x) it is nan: no noise bar.
+    """
+    w0, w1, w2, w3 = _policy.EVEN_WEIGHTS
+    s0, s1, s2, s3 = even
+    residual = w0 * s0 + w1 * s1 + w2 * s2 + w3 * s3 - 2.0 * fx
+    return ops.div(_policy.NOISE_WEIGHT * ops.abs(residual), top)
 
 
 def first_stage_float(
@@ -664,7 +820,7 @@ def first_stage_float(
     rtol: float,
     atol: float | None,
     seed: Any = None,
-) -> tuple[float, float, float] | None:
+) -> tuple[float, float, float, int] | None:
     """`first_stage` for a Python float and an f of Python floats, in a few microseconds.
 
     The same operations in the same order (tested to give the same bits), without the
@@ -713,7 +869,23 @@ def first_stage_float(
     tol = rtol * abs(t33)
     if atol is not None:
         tol = tol + atol
-    s1, s2, s3 = fa1 + fb1, fa2 + fb2, fa3 + fb3
+    s0, s1, s2, s3 = fa0 + fb0, fa1 + fb1, fa2 + fb2, fa3 + fb3
+    nfev = 8
+    if abs(t33 - t22) > tol / _policy.NOISE_SCREEN and err <= tol:
+        try:
+            fx = f(x)
+        except (ArithmeticError, ValueError, RuntimeWarning):
+            fx = math.nan
+        if not isinstance(fx, float):
+            return None
+        nfev = 9
+        if seed is not None:
+            seed.preset_fx = float(fx)
+        w0, w1, w2, w3 = _policy.EVEN_WEIGHTS
+        residual = w0 * s0 + w1 * s1 + w2 * s2 + w3 * s3 - 2.0 * float(fx)
+        noise = _policy.NOISE_WEIGHT * abs(residual) / top
+        if math.isfinite(noise):
+            err = err + noise
     j2 = (_J2[0] * (fa0 + fb0 - s1) + _J2[1] * (s1 - s2)) / top
     j3 = (ja * (s1 - s2) + jb * (s2 - s3)) / h1
     big = max(abs(s1), abs(s2), abs(s3))
@@ -721,5 +893,5 @@ def first_stage_float(
     jump = aj3 * h1 > (64.0 * eps) * big and aj3 > 0.5 * abs(j2)
     jump = jump and aj3 > _policy.KINK_FACTOR * (tol + err)
     if err <= tol and not jump and math.isfinite(t33) and t33 != 0.0:
-        return t33, err, h3
+        return t33, err, h3, nfev
     return None

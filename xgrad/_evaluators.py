@@ -53,6 +53,8 @@ class ScalarOps:
         self.low_precision = False
         self.preset: dict[int, Any] = {}
         self.preset_top: Any = None
+        # f(x), where the first stage needed it for its noise bar (the search reuses it).
+        self.preset_fx: Any = None
 
     def evaluate(self, points: Sequence[float], active: bool) -> list[float]:
         if not active:
@@ -173,6 +175,8 @@ class _ArrayMath:
         # Values of f the first stage computed, by level, for the search to reuse.
         self.preset: dict[int, Any] = {}
         self.preset_top: Any = None
+        # f(x), where the first stage needed it for its noise bar (the search reuses it).
+        self.preset_fx: Any = None
 
     quiet = staticmethod(quiet)
 

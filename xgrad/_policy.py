@@ -37,6 +37,12 @@ __all__ = [
     "NET_STEP",
     "DIVERGENCE_RATIO",
     "NOISE_FACTOR",
+    "NOISE_SCREEN",
+    "NOISE_WEIGHT",
+    "NOISE_KAPPA",
+    "EVEN_WEIGHTS",
+    "ENTRY_GAIN",
+    "even_residual",
     "RESOLVED",
     "STALL_LEVELS",
     "TOP",
@@ -199,6 +205,82 @@ FIRST_LEVELS = 4
 RHO = 0.4787
 FIRST_STEPS = (1.0, RHO, RHO**2, RHO**3)
 NEXT_STEP = 0.4431
+
+
+def _lagrange_at_zero(z: list[Any]) -> tuple[Any, ...]:
+    """Lagrange's weights at 0 of nodes z: sum ``w_k z_k**j`` is 1 for j = 0 and 0 for
+    j = 1..3 (four nodes), so ``sum w_k S_k`` is the even parts' cubic in h**2
+    extrapolated to h = 0 (and Neville's T33 is ``sum w_k D_k``, the same weights)."""
+    weights = []
+    for k, zk in enumerate(z):
+        w: Any = 1.0
+        for m, zm in enumerate(z):
+            if m != k:
+                w *= zm / (zm - zk)
+        weights.append(w)
+    return tuple(weights)
+
+
+#: The even parts of the first levels, extrapolated to h = 0, are 2 f(x) up to an h**8 term
+#: and rounding: their residual ``R = sum EVEN_WEIGHTS[k] S_k - 2 f(x)`` measures f's noise
+#: on its own. It is independent of the odd parts that make D (where noise in f is
+#: independent from point to point, odd and even combinations of it are uncorrelated),
+#: unlike T33 - T22, Numerical Recipes' error estimate, whose noise is 0.92 correlated with
+#: T33's own: on pure noise |T33 - truth| exceeds |T33 - T22| 38 % of the time, and f(x)
+#: (1 + a N(0, 1)) at a = 1e-10..1e-8 in float64 was answered 112 times off by up to
+#: 4.5e-7, unflagged (benchmarks/bench_noisy.py).
+EVEN_WEIGHTS = _lagrange_at_zero([s * s for s in FIRST_STEPS])
+
+
+def _noise_weight(kappa: float) -> float:
+    """``kappa`` times the ratio of T33's noise gain to R's, for independent noise in f.
+
+    T33 = sum over levels of ``EVEN_WEIGHTS[k] (f(x + h_k) - f(x - h_k)) / (2 h_k)``, so
+    noise of size s in each value moves it by ``s sqrt(sum w_k**2 / (2 s_k**2)) / top``
+    (9.0 s / top); R moves by ``s sqrt(2 sum w_k**2 + 4)`` (2.9 s).
+    """
+    gain_t = math.sqrt(sum(w * w / (2.0 * s * s) for w, s in zip(EVEN_WEIGHTS, FIRST_STEPS)))
+    gain_r = math.sqrt(2.0 * sum(w * w for w in EVEN_WEIGHTS) + 4.0)
+    return kappa * gain_t / gain_r
+
+
+#: A first-stage estimate's noise bar is ``NOISE_WEIGHT |R| / top``: eight of R's standard
+#: deviations in T33's units, so that on pure noise the true error exceeds the bar (with
+#: T33 - T22 beside it) about 1 % of the time.
+NOISE_KAPPA = 8.0
+NOISE_WEIGHT = _noise_weight(NOISE_KAPPA)
+#: Beyond the first levels, any entry of level k moves by at most ENTRY_GAIN s / h_k for
+#: noise of size s in each value (0.71 for D_k itself, 0.99 for T33, 0.93 for the deep
+#: columns at NEXT_STEP: Lagrange's weights at 0 of geometric nodes stay bounded).
+ENTRY_GAIN = 1.0
+
+
+def even_residual(z: list[Any], with_fx: bool) -> tuple[list[Any], Any]:
+    """Weights on the even parts ``S_k`` at squared half-widths ``z``, and their noise gain.
+
+    ``sum w_k S_k`` (minus ``2 f(x)`` where ``with_fx``: four levels) vanishes on every
+    even polynomial of degree 6 in h, so on smooth f it is an h**8 term, and otherwise it
+    is noise; five levels need no f(x) (a fourth divided difference in h**2, scaled to unit
+    norm). ``z`` may be floats or arrays (per element: the steps as taken).
+    """
+    if with_fx:
+        weights = list(_lagrange_at_zero(z))
+        return weights, (2.0 * sum(w * w for w in weights) + 4.0) ** 0.5
+    raw = []
+    for m, zm in enumerate(z):
+        d: Any = 1.0
+        for n, zn in enumerate(z):
+            if n != m:
+                d = d * (zm - zn)
+        raw.append(1.0 / d)
+    norm = sum(w * w for w in raw) ** 0.5
+    return [w / norm for w in raw], math.sqrt(2.0)
+
+
+#: The noise bar is computed (one evaluation more, f(x)) only where T33 - T22 exceeds the
+#: tolerance / NOISE_SCREEN: below that, T33's noise would have to be NOISE_SCREEN times
+#: T33 - T22's for the answer to be off by the tolerance, and smooth f stays at 8 calls.
+NOISE_SCREEN = 256.0
 
 
 def step_factor(k: int) -> float:

@@ -325,13 +325,13 @@ def _diff_scalar(
             if fast is not None:
                 if not full_output:
                     return fast[0]
-                return DiffResult(fast[0], fast[1], 8, method, fast[2], 0, True)
+                return DiffResult(fast[0], fast[1], fast[3], method, fast[2], 0, True)
             if not ops.preset:
-                df, err, step, ok = _engine.first_stage(ops, x, _EPS64, r, a)
+                df, err, step, ok, calls = _engine.first_stage(ops, x, _EPS64, r, a)
                 if ok:
                     if not full_output:
                         return float(df)
-                    return DiffResult(df, err, 8, method, step, 0, True)
+                    return DiffResult(df, err, calls, method, step, 0, True)
         out = _engine.search(
             ops, x, method, _EPS64, _TINY64, r, a, f0=lambda: ops.evaluate([x], True)[0]
         )
@@ -444,10 +444,10 @@ def _diff_block(
     if h is not None:
         return _explicit(ops, xa, h, method, eps, full_output, rtol, atol)
     if method == "central":
-        df, err, step, ok = _engine.first_stage(ops, xa, eps, rtol, atol)
+        df, err, step, ok, calls = _engine.first_stage(ops, xa, eps, rtol, atol)
         if bool(xp.all(ok)):
             zero = _full(xp, xa, 0.0)
-            return _engine.Outcome(df, err, zero, zero + step, 8)
+            return _engine.Outcome(df, err, zero, zero + step, calls)
     return _engine.search(
         ops, xa, method, eps, tiny, rtol, atol, f0=lambda: ops.evaluate([xa], None)[0]
     )
