@@ -583,7 +583,7 @@ def _residual_noise(
                 even.append(tab.S[m] - tab.D[m] * (up - down))
             weights, gain = _policy.even_residual(nodes, fx is not None)
             residual = -2.0 * fx if fx is not None else 0.0
-            for w, value in zip(weights, even):
+            for w, value in zip(weights, even, strict=True):
                 residual = residual + w * value
             sigma = ops.where(at, ops.div(ops.abs(residual), gain), sigma)
     return sigma

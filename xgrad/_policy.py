@@ -239,7 +239,8 @@ def _noise_weight(kappa: float) -> float:
     noise of size s in each value moves it by ``s sqrt(sum w_k**2 / (2 s_k**2)) / top``
     (9.0 s / top); R moves by ``s sqrt(2 sum w_k**2 + 4)`` (2.9 s).
     """
-    gain_t = math.sqrt(sum(w * w / (2.0 * s * s) for w, s in zip(EVEN_WEIGHTS, FIRST_STEPS)))
+    pairs = zip(EVEN_WEIGHTS, FIRST_STEPS, strict=True)
+    gain_t = math.sqrt(sum(w * w / (2.0 * s * s) for w, s in pairs))
     gain_r = math.sqrt(2.0 * sum(w * w for w in EVEN_WEIGHTS) + 4.0)
     return kappa * gain_t / gain_r
 
