@@ -265,10 +265,10 @@ class _Best:
             return
         ops = self.ops
         k = tab.k - 1
-        scale = self._floor(tab.fmax) + (self.atol or 0.0)
+        scale = self._scale(tab.fmax)
         improved = ops.full_entry(False)
         for t, e in entries:
-            score = ops.div(e, self.rtol * ops.abs(t) + scale + ops.tiny)
+            score = self._score(t, e, scale)
             better = (score < self.score) & act
             self.df = ops.where(better, t, self.df)
             self.err = ops.where(better, e, self.err)
@@ -300,6 +300,19 @@ class _Best:
 
     def _floor(self, fmax: Any) -> Any:
         return self.ops.div(_policy.FLOOR * self.eps * fmax, self.wide)
+
+    def _scale(self, fmax: Any) -> Any:
+        return self._floor(fmax) + (self.atol or 0.0)
+
+    def _score(self, t: Any, e: Any, scale: Any) -> Any:
+        return self.ops.div(e, self.rtol * self.ops.abs(t) + scale + self.ops.tiny)
+
+    def widen(self, where: Any, extra: Any) -> None:
+        """Add ``extra`` to the best entries' errors where ``where``, and score them anew."""
+        ops = self.ops
+        self.err = ops.where(where, self.err + extra, self.err)
+        score = self._score(self.df, self.err, self._scale(self.fmax))
+        self.score = ops.where(where, score, self.score)
 
     def tolerance(self) -> Any:
         """``atol + rtol * |df|`` per entry (atol norm-wise by default for gradients)."""
@@ -537,7 +550,7 @@ def _add_deep_noise_bar(
             if at_x is None or not ops.any(want):
                 continue
         fx = at_x() if with_fx and at_x is not None else None
-        one = _residual_noise(ops, best, tabs, want, end, ops.full_entry(math.nan), n, fx)
+        one = _residual_noise(ops, best, tabs, want, end, n, fx)
         sigma = ops.where(ops.isfinite(one) & ops.logical_not(sigma <= one), one, sigma)
     bar = ops.div(gain * sigma, step)
     best.err = ops.where(deep & ops.isfinite(bar), best.err + bar, best.err)
@@ -552,26 +565,25 @@ def _residual_noise(
     tabs: dict[float, _Tableau],
     want: Any,
     end: Any,
-    sigma: Any,
     n: int,
     fx: Any,
 ) -> Any:
     """f's noise per entry from the even residual of the levels ending at ``end``.
 
-    Five levels without f(x), or four with it (``fx``), the window moved up to the fourth
+    ``n`` levels, less f(x) where it is given (``fx``), the window moved up to the fourth
     level of a restarted tableau (levels before it hold nan there). At the steps as taken:
     at small steps x +- h round unevenly (by up to x's spacing), and the odd part that
     leaks into S, ``f' (up - down)``, and the nodes' shift would pass for noise (sin at
     1e10, cos(x**2) at 100, 1/(x - 1) at 1 + 1e-7 were flagged, right to 1e-12, when the
     nominal steps were used).
     """
+    sigma = ops.full_entry(math.nan)
     for src, tab in tabs.items():
         if len(tab.S) < n:
             continue
-        last = end
         mine = want & (best.src == src)
         for e in range(n - 1, len(tab.S)):
-            at = mine & (last == float(e))
+            at = mine & (end == float(e))
             if not ops.any(at):
                 continue
             window = range(e - n + 1, e + 1)
@@ -658,13 +670,8 @@ def _add_noise_bar(
     screen = screen & (best.src == 0.0) & (best.lev < float(_policy.FIRST_LEVELS))
     if not ops.any(screen):
         return
-    noise = _noise_bar(ops, tuple(tab.S), at_x(), ops.lift(tab.top))
-    add = screen & ops.isfinite(noise)
-    best.err = ops.where(add, best.err + noise, best.err)
-    # The score as `_Best.offer` computes it, from the raised error.
-    scale = best._floor(best.fmax) + (atol or 0.0)
-    score = ops.div(best.err, rtol * ops.abs(best.df) + scale + ops.tiny)
-    best.score = ops.where(add, score, best.score)
+    noise = _noise_bar(tuple(tab.S), at_x(), ops.lift(tab.top))
+    best.widen(screen & ops.isfinite(noise), noise)
 
 
 def _classify(ops: Any, best: _Best, rnd: Any, jump: Any, diverging: Any) -> Any:
@@ -779,7 +786,7 @@ def first_stage(
             (fx,) = ops.evaluate([x], screen)
             ops.preset_fx = fx
             nfev += 1
-            noise = _noise_bar(ops, (s0, s1, s2, s3), fx, top)
+            noise = _noise_bar((s0, s1, s2, s3), fx, top)
             err = ops.where(screen & ops.isfinite(noise), err + noise, err)
         j2 = fa0 + fb0 - s1
         j2 *= _J2[0]
@@ -802,15 +809,29 @@ def first_stage(
     return t33, err, h3, ok, nfev
 
 
-def _noise_bar(ops: Any, even: tuple[Any, Any, Any, Any], fx: Any, top: Any) -> Any:
+def _noise_bar(even: tuple[Any, Any, Any, Any], fx: Any, top: Any) -> Any:
     """T33's bar for noise in f, from the first levels' even parts and f(x) (`_policy`).
 
-    Where f(x) is not finite (a removable singularity at x) it is nan: no noise bar.
+    Plain operators, on Python floats and arrays alike (top > 0), so that both first
+    stages give the same bits. Where f(x) is not finite (a removable singularity at x) it
+    is nan: no noise bar.
     """
     w0, w1, w2, w3 = _policy.EVEN_WEIGHTS
     s0, s1, s2, s3 = even
     residual = w0 * s0 + w1 * s1 + w2 * s2 + w3 * s3 - 2.0 * fx
-    return ops.div(_policy.NOISE_WEIGHT * ops.abs(residual), top)
+    return _policy.NOISE_WEIGHT * abs(residual) / top
+
+
+def _float_of(f: Callable[[float], Any], p: float) -> float | None:
+    """f(p) for `first_stage_float`: nan outside f's domain (math.log raises), as in
+    ScalarOps; Python floats, and NumPy's float64 scalars (a float subclass: np.sin of a
+    float), as the floats they are; None for anything else (float32, arrays), the
+    search's to judge."""
+    try:
+        v = f(p)
+    except (ArithmeticError, ValueError, RuntimeWarning):
+        return math.nan
+    return float(v) if isinstance(v, float) else None
 
 
 def first_stage_float(
@@ -839,16 +860,10 @@ def first_stage_float(
     b0, b1, b2, b3 = x - top, x - h1, x - h2, x - h3
     values = []
     for p in (a0, a1, a2, a3, b0, b1, b2, b3):
-        # A point outside f's domain (math.log raises) is nan, as in ScalarOps.
-        try:
-            v = f(p)
-        except (ArithmeticError, ValueError, RuntimeWarning):
-            v = math.nan
-        # Python floats, and NumPy's float64 scalars (a float subclass: np.sin of a float)
-        # as the floats they are; anything else (float32, arrays) is the search's to judge.
-        if not isinstance(v, float):
+        v = _float_of(f, p)
+        if v is None:
             return None
-        values.append(float(v))
+        values.append(v)
     fa0, fa1, fa2, fa3, fb0, fb1, fb2, fb3 = values
     if seed is not None:
         seed.preset = {0: (fa0, fb0), 1: (fa1, fb1), 2: (fa2, fb2), 3: (fa3, fb3)}
@@ -872,18 +887,13 @@ def first_stage_float(
     s0, s1, s2, s3 = fa0 + fb0, fa1 + fb1, fa2 + fb2, fa3 + fb3
     nfev = 8
     if abs(t33 - t22) > tol / _policy.NOISE_SCREEN and err <= tol:
-        try:
-            fx = f(x)
-        except (ArithmeticError, ValueError, RuntimeWarning):
-            fx = math.nan
-        if not isinstance(fx, float):
+        fx = _float_of(f, x)
+        if fx is None:
             return None
         nfev = 9
         if seed is not None:
-            seed.preset_fx = float(fx)
-        w0, w1, w2, w3 = _policy.EVEN_WEIGHTS
-        residual = w0 * s0 + w1 * s1 + w2 * s2 + w3 * s3 - 2.0 * float(fx)
-        noise = _policy.NOISE_WEIGHT * abs(residual) / top
+            seed.preset_fx = fx
+        noise = _noise_bar((s0, s1, s2, s3), fx, top)
         if math.isfinite(noise):
             err = err + noise
     j2 = (_J2[0] * (fa0 + fb0 - s1) + _J2[1] * (s1 - s2)) / top
