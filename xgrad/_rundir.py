@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -148,7 +149,50 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _raise_signalled(signum: int, frame: Any) -> None:
+    if _held:
+        _hold(signum, frame)
+        return
     raise _Signalled(signum)
+
+
+# Signals received inside `signals_held` blocks (at most the first), and their depth.
+_held: list[int] = []
+_pending: list[int] = []
+
+
+def _hold(signum: int, frame: Any) -> None:
+    if not _pending:
+        _pending.append(signum)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Within the block, SIGINT and `sigterm_as_interrupt`'s SIGTERM wait for its end.
+
+    For library code that a KeyboardInterrupt must not cut: raised inside
+    ``zipfile.ZipFile``'s constructor (np.savez, np.load), it leaves a half-built object
+    whose ``__del__`` prints a traceback ("'ZipFile' object has no attribute '_writing'")
+    after the run's own message. Only in the main thread, the one that receives signals.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    hold_int = previous is signal.default_int_handler
+    if hold_int:
+        signal.signal(signal.SIGINT, _hold)
+    _held.append(1)
+    try:
+        yield
+    finally:
+        _held.pop()
+        if hold_int:
+            signal.signal(signal.SIGINT, previous)
+    if _pending and not _held:
+        signum = _pending.pop()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise _Signalled(signum)
 
 
 def signal_of(exc: KeyboardInterrupt) -> int:
@@ -401,7 +445,8 @@ def save_checkpoint(
     params_json = split_state(params, "params", arrays)
     opt_json = split_state(optimizer, "optimizer", arrays)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy stubs: no **kwargs overload
+    with signals_held():
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy stubs: no **kwargs overload
     data = buffer.getvalue()
     npz = out / npz_name(iteration)
     atomic_write(npz, lambda f: f.write(data))
@@ -546,7 +591,7 @@ def _migrate_v1(history: dict[str, Any]) -> None:
 
 
 def _load_npz(data: bytes) -> dict[str, np.ndarray]:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), signals_held():
         warnings.simplefilter("error")
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
